@@ -1,0 +1,79 @@
+"""Projector: fuse visual tokens back into the pixels they came from.
+
+Equation 5 of Wu et al., "Visual Transformers" (arXiv 2006.03677).
+"""
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from .transformer import scaled_logits
+
+__all__ = ['Projector']
+
+
+class Projector(nn.Module):
+    """``X_out = X_in + softmax_L((X_in W_Q)(T W_K)^T) (T W_V)`` (eq. 5).
+
+    Every pixel reads a convex mix of the L tokens. ``W_V`` maps tokens of
+    width C_T back to the C pixel channels (the paper notes the need, not the
+    form; a bias-free linear map here, the identity when C == C_T).
+
+    The logits are evaluated as ``X_in (W_Q K^T)`` with ``K = T W_K``: the same
+    numbers by associativity, but ``HW*C*L`` multiply-adds per image instead of
+    ``HW*C*D``, which is what keeps the projector cheap on large maps.
+
+    Args:
+        in_channels: Pixel channels C.
+        token_channels: Token width C_T.
+        qk_channels: Width D of ``W_Q: (C, D)`` and ``W_K: (C_T, D)``; defaults to C.
+        qk_scale: Logit multiplier; ``None`` means ``D ** -0.5`` (see
+            :class:`~vtseg.layers.TokenSelfAttention` for why), 1.0 is literal.
+
+    Example:
+        >>> proj = Projector(in_channels=256, token_channels=1024)
+        >>> proj(torch.rand(2, 196, 256), torch.rand(2, 16, 1024)).shape
+        torch.Size([2, 196, 256])
+    """
+
+    def __init__(
+            self,
+            in_channels: int,
+            token_channels: int,
+            qk_channels: Optional[int] = None,
+            qk_scale: Optional[float] = None,
+    ) -> None:
+        super().__init__()
+        qk_channels = qk_channels or in_channels
+        self.scale = qk_scale if qk_scale is not None else qk_channels ** -0.5
+        # W_Q is only ever used folded into per-token filters, never applied to
+        # pixels, so it is a bare parameter (laid out and initialised like nn.Linear's).
+        self.query_weight = nn.Parameter(torch.empty(qk_channels, in_channels))  # W_Q^T
+        nn.init.kaiming_uniform_(self.query_weight, a=math.sqrt(5))
+        self.key = nn.Linear(token_channels, qk_channels, bias=False)  # W_K
+        self.value = (nn.Identity() if in_channels == token_channels
+                      else nn.Linear(token_channels, in_channels, bias=False))  # W_V
+
+    def forward(
+            self,
+            x: torch.Tensor,
+            tokens: torch.Tensor,
+            return_attn: bool = False,
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """
+        Args:
+            x: Pixels, ``(B, HW, C)``.
+            tokens: ``(B, L, C_T)``.
+            return_attn: Also return the pixel-to-token attention ``(B, HW, L)``.
+
+        Returns:
+            pixels ``(B, HW, C)`` [, attention ``(B, HW, L)``, softmax over L].
+        """
+        keys = self.key(tokens)  # T W_K: (B, L, D)
+        # W_Q K^T, one C-dim filter per token: (C, D) @ (B, D, L) -> (B, C, L)
+        filters = self.query_weight.t().to(keys.dtype) @ keys.transpose(1, 2)
+        attn = scaled_logits(x, filters.transpose(1, 2), self.scale)  # (B, HW, L)
+        attn = attn.softmax(dim=-1).to(x.dtype)
+        out = x + attn @ self.value(tokens).to(x.dtype)  # (B, HW, L) @ (B, L, C) -> (B, HW, C)
+        return (out, attn) if return_attn else out

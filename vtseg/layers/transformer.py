@@ -1,0 +1,164 @@
+"""Token transformer: self-attention and feed-forward over a few visual tokens.
+
+Equations 3 and 4 of Wu et al., "Visual Transformers" (arXiv 2006.03677).
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+__all__ = ['TokenSelfAttention', 'TokenFeedForward', 'TokenTransformer']
+
+
+def scaled_logits(
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        scale: float,
+) -> torch.Tensor:
+    """Attention logits ``scale * Q K^T`` in float32 (softmax over many terms
+    loses precision in bfloat16).
+
+    Args:
+        queries: ``(..., N, D)``.
+        keys: ``(..., M, D)``.
+        scale: Multiplier of the dot products.
+
+    Returns:
+        ``(..., N, M)`` float32 logits.
+    """
+    return (queries @ keys.transpose(-2, -1)).float() * scale
+
+
+class TokenSelfAttention(nn.Module):
+    """Self-attention over tokens (eq. 3): ``T + softmax_L((T K)(T Q)^T) T``.
+
+    The paper writes no value projection, no scale and no norm. We keep the
+    first two choices configurable:
+
+    * ``qk_scale``: ``None`` (default) scales logits by ``1/sqrt(d_head)``.
+      Unscaled logits of width-512 keys have a standard deviation of ~sqrt(512)
+      at initialisation, which saturates the softmax and starves its gradient;
+      pass ``qk_scale=1.0`` for the literal equation.
+    * ``num_heads``: 1 is the paper's single attention. With h heads the
+      key/query width and the (projection-free) values are split into h groups.
+
+    Args:
+        channels: Token width C_T.
+        qk_channels: Width of the keys and queries (``K, Q: (C_T, qk_channels)``).
+        num_heads: Attention heads; must divide ``qk_channels`` and ``channels``.
+        qk_scale: Logit multiplier; ``None`` means ``(qk_channels / num_heads) ** -0.5``.
+
+    Example:
+        >>> attn = TokenSelfAttention(channels=1024, qk_channels=512)
+        >>> attn(torch.rand(2, 16, 1024)).shape
+        torch.Size([2, 16, 1024])
+    """
+
+    def __init__(
+            self,
+            channels: int,
+            qk_channels: int,
+            num_heads: int = 1,
+            qk_scale: Optional[float] = None,
+    ) -> None:
+        super().__init__()
+        if qk_channels % num_heads or channels % num_heads:
+            raise ValueError(f'num_heads={num_heads} must divide qk_channels={qk_channels} '
+                             f'and channels={channels}')
+        self.num_heads = num_heads
+        self.scale = qk_scale if qk_scale is not None else (qk_channels // num_heads) ** -0.5
+        self.key = nn.Linear(channels, qk_channels, bias=False)  # K
+        self.query = nn.Linear(channels, qk_channels, bias=False)  # Q
+
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, c = t.shape
+        return t.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, h, L, c/h)
+
+    def forward(self, tokens: torch.Tensor, return_attn: bool = False):
+        """
+        Args:
+            tokens: ``(B, L, C_T)``.
+            return_attn: Also return the token-to-token attention ``(B, h, L, L)``.
+
+        Returns:
+            tokens ``(B, L, C_T)`` [, attention ``(B, h, L, L)``, softmax over the last axis].
+        """
+        b, n, c = tokens.shape
+        # The paper's row i reads (T K)_i against every (T Q)_j.
+        k = self._split_heads(self.key(tokens))  # (B, h, L, d)
+        q = self._split_heads(self.query(tokens))  # (B, h, L, d)
+        v = self._split_heads(tokens)  # (B, h, L, C_T/h)
+        attn = scaled_logits(k, q, self.scale).softmax(dim=-1).to(v.dtype)  # (B, h, L, L)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, c)  # (B, h, L, C_T/h) -> (B, L, C_T)
+        out = tokens + out
+        return (out, attn) if return_attn else out
+
+
+class TokenFeedForward(nn.Module):
+    """Feed-forward over tokens (eq. 4): ``T + ReLU(T F1) F2``.
+
+    Args:
+        channels: Token width C_T.
+        hidden_channels: Width of ``F1``'s output.
+
+    Example:
+        >>> ffn = TokenFeedForward(channels=1024, hidden_channels=1024)
+        >>> ffn(torch.rand(2, 16, 1024)).shape
+        torch.Size([2, 16, 1024])
+    """
+
+    def __init__(
+            self,
+            channels: int,
+            hidden_channels: int,
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden_channels, bias=False)  # F1
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden_channels, channels, bias=False)  # F2
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: ``(B, L, C_T)`` -> ``(B, L, C_T)``."""
+        return tokens + self.fc2(self.act(self.fc1(tokens)))
+
+
+class TokenTransformer(nn.Module):
+    """One transformer layer over visual tokens: eq. 3 then eq. 4.
+
+    Tokens of any number of images or pyramid levels can be related by one
+    instance (VT-FPN concatenates the tokens of all levels along L).
+
+    Args:
+        channels: Token width C_T.
+        qk_channels: Key/query width; defaults to ``channels // 2`` as in the
+            common re-implementations of the paper.
+        hidden_channels: Feed-forward width; defaults to ``channels``.
+        num_heads: Attention heads (paper: 1).
+        qk_scale: See :class:`TokenSelfAttention`.
+
+    Example:
+        >>> t = TokenTransformer(channels=1024)
+        >>> t(torch.rand(2, 16, 1024)).shape
+        torch.Size([2, 16, 1024])
+    """
+
+    def __init__(
+            self,
+            channels: int,
+            qk_channels: Optional[int] = None,
+            hidden_channels: Optional[int] = None,
+            num_heads: int = 1,
+            qk_scale: Optional[float] = None,
+    ) -> None:
+        super().__init__()
+        self.attn = TokenSelfAttention(
+            channels,
+            qk_channels or channels // 2,
+            num_heads=num_heads,
+            qk_scale=qk_scale,
+        )
+        self.ffn = TokenFeedForward(channels, hidden_channels or channels)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: ``(B, L, C_T)`` -> ``(B, L, C_T)``."""
+        return self.ffn(self.attn(tokens))

@@ -1,0 +1,1 @@
+"""Helpers shared by the tools (these may import OpenMMLab packages)."""

@@ -1,0 +1,81 @@
+"""Parameters and multiply-adds, counted the way the paper's table counts them.
+
+The paper's FLOPs are multiply-adds as fvcore / ``mmengine.analysis`` count
+them (one multiply-add = one FLOP; see shared notes: mmseg's FPN counts 12.90
+GMACs at 473x473 against the paper's 12.8).
+"""
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+__all__ = ['Complexity', 'measure', 'PAPER_IMAGENET', 'resnet_pairs', 'markdown_table']
+
+# Paper, ImageNet table (224x224): params (M), GMACs of VT-ResNet and its ResNet baseline.
+PAPER_IMAGENET: Dict[int, dict] = {
+    18: dict(vt=(11.7, 1.569), resnet=(11.7, 1.814)),
+    34: dict(vt=(19.2, 3.236), resnet=(21.8, 3.664)),
+    50: dict(vt=(21.4, 3.412), resnet=(25.5, 4.089)),
+    101: dict(vt=(41.5, 7.129), resnet=(44.4, 7.802)),
+}
+
+
+@dataclass
+class Complexity:
+    name: str
+    params_m: float
+    gmacs: float
+    paper_params_m: Optional[float] = None
+    paper_gmacs: Optional[float] = None
+
+
+def measure(
+        model: nn.Module,
+        inputs: Tuple,
+        name: str = '',
+) -> Complexity:
+    """Count parameters (millions) and multiply-adds (billions) of ``model(*inputs)``."""
+    from mmengine.analysis import FlopAnalyzer
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(model, inputs)
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        gmacs = analyzer.total() / 1e9
+    model.train(was_training)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return Complexity(name, params, gmacs)
+
+
+def resnet_pairs(
+        depths: Iterable[int] = (18, 34, 50, 101),
+        size: int = 224,
+) -> List[Complexity]:
+    """VT-ResNet-d and torchvision ResNet-d for each depth, with the paper's numbers."""
+    import torchvision
+    from vtseg.models import VTResNet
+    rows = []
+    x = (torch.zeros(1, 3, size, size),)
+    for d in depths:
+        for kind, model in (('vt', VTResNet(depth=d)), ('resnet', getattr(torchvision.models, f'resnet{d}')())):
+            row = measure(model, x, f'VT-ResNet-{d}' if kind == 'vt' else f'ResNet-{d}')
+            row.paper_params_m, row.paper_gmacs = PAPER_IMAGENET[d][kind]
+            rows.append(row)
+    return rows
+
+
+def _rel(ours: float, paper: Optional[float]) -> str:
+    return '' if paper is None else f'{ours / paper - 1:+.1%}'
+
+
+def markdown_table(rows: Sequence[Complexity]) -> str:
+    """A markdown table of the rows, with the paper's numbers where known."""
+    lines = ['| model | params (M) | paper | diff | GMACs | paper | diff |',
+             '|---|---:|---:|---:|---:|---:|---:|']
+    for r in rows:
+        lines.append(
+            f'| {r.name} | {r.params_m:.2f} | {r.paper_params_m or "-"} | {_rel(r.params_m, r.paper_params_m)} '
+            f'| {r.gmacs:.3f} | {r.paper_gmacs or "-"} | {_rel(r.gmacs, r.paper_gmacs)} |')
+    return '\n'.join(lines)
