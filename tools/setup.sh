@@ -36,7 +36,9 @@ TORCH_PIN="torch==2.14.1"
 TORCHVISION_PIN="torchvision==0.29.1"
 MMCV_VERSION="2.1.0"
 # mmcv 2.1.0 / mmseg 1.2.2 predate numpy 2; opencv 4.10 is the last line built for numpy 1.x.
-BASE_PINS=("numpy>=1.24,<2" "opencv-python==4.10.0.84" "mmengine==0.10.7" "setuptools<70" "wheel" "ninja" "packaging")
+# torch 2.14 requires setuptools >= 77.0.3; mmengine 0.10.7 imports pkg_resources
+# (e.g. for 'mmseg::' config bases), which setuptools 81 removed.
+BASE_PINS=("numpy>=1.24,<2" "opencv-python==4.10.0.84" "mmengine==0.10.7" "setuptools>=77.0.3,<81" "wheel" "ninja" "packaging")
 
 # --- preflight: clear errors before anything is installed ------------------------------
 PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
@@ -106,9 +108,14 @@ else
     # torch >= 2.5's ATen headers require C++20; mmcv 2.1.0 hard-codes -std=c++17.
     grep -q -- '-std=c++17' "$SRC/setup.py" || die "unexpected mmcv source: no -std=c++17 flag in setup.py to update"
     sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
+    # mmcv's setup.py imports pkg_resources, gone from the setuptools that torch
+    # itself requires (>= 77): build in a throw-away venv that sees this Python's
+    # packages (torch) but has its own older setuptools.
+    "$PY" -m venv --system-site-packages "$BUILD/venv"
+    "$BUILD/venv/bin/python" -m pip install --disable-pip-version-check -q "setuptools<70" wheel ninja
     mkdir -p "$WHEEL_DIR"
     (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-       "$PY" -m pip wheel --disable-pip-version-check --no-build-isolation --no-deps -w "$BUILD/out" . ) \
+       "$BUILD/venv/bin/python" -m pip wheel --disable-pip-version-check --no-build-isolation --no-deps -w "$BUILD/out" . ) \
       || die "building mmcv $MMCV_VERSION failed (see the compiler output above)"
     mv "$BUILD"/out/mmcv-*.whl "$WHEEL_DIR"/
     wheels=("$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl)

@@ -2,13 +2,15 @@
 
 Importing this package (``import vtseg`` does it when mmsegmentation is
 installed, e.g. through ``custom_imports=dict(imports=['vtseg'])``) registers
-``VTResNet`` and ``VTFPN`` in mmseg's ``MODELS`` and lets mmengine checkpoints
+``VTResNet`` and ``VTFPN`` in mmseg's ``MODELS`` (and ``VTShapesDataset`` in
+``DATASETS``) and lets mmengine checkpoints
 load under torch's ``weights_only`` unpickler (see :mod:`.checkpoint`).
 """
 from .backbones import VTResNet
 from .checkpoint import allow_mmengine_checkpoints
+from .datasets import VTShapesDataset
 from .necks import VTFPN
 
 allow_mmengine_checkpoints()
 
-__all__ = ['VTResNet', 'VTFPN', 'allow_mmengine_checkpoints']
+__all__ = ['VTResNet', 'VTFPN', 'VTShapesDataset', 'allow_mmengine_checkpoints']

@@ -2,33 +2,47 @@
 
 torch >= 2.6 loads with ``weights_only=True`` by default. A checkpoint that
 mmengine 0.10.7 saves while training also holds its message hub: a
-``HistoryBuffer`` of numpy arrays and numpy scalars. Those types are refused
-by default, so ``tools/test.py`` and ``--resume`` fail with
+``HistoryBuffer`` of numpy arrays and scalars, whose table of statistics
+methods pickles as ``getattr(HistoryBuffer, 'mean')``. The safe unpickler
+refuses all of these, so mmseg's ``tools/test.py`` and ``--resume`` fail with
 ``UnpicklingError: Weights only load failed``.
 
-Rather than turning the safety off for every file (``weights_only=False`` or
-a patched ``torch.load``), we add exactly those data types to torch's
-allowlist. Pickled code (``os.system``, arbitrary classes, ``getattr``) is
-still refused, so a checkpoint from an unknown source stays safe to open.
+Rather than turning the safety off (``weights_only=False`` or a patched
+``torch.load``), we allowlist exactly those numpy data types and
+``HistoryBuffer``, and answer the checkpoint's ``getattr`` with a restricted
+one that only looks up ``HistoryBuffer``'s statistics methods. Pickled code
+(``os.system``, arbitrary classes, any other ``getattr``) is still refused,
+so a checkpoint from an unknown source stays safe to open.
 """
-from typing import List
+from typing import Any, List
 
 import numpy as np
 import torch
 
-__all__ = ['mmengine_safe_globals', 'allow_mmengine_checkpoints']
+__all__ = ['mmengine_safe_globals', 'allow_mmengine_checkpoints', 'history_buffer_getattr']
+
+
+def history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` limited to ``HistoryBuffer``'s registered statistics methods."""
+    from mmengine.logging import HistoryBuffer
+    # The four built-in methods are registered lazily (in __init__), custom ones eagerly.
+    if obj is HistoryBuffer and name in {'min', 'max', 'current', 'mean',
+                                         *HistoryBuffer._statistics_methods}:
+        return getattr(obj, name)
+    raise ValueError(f'refusing getattr({obj!r}, {name!r}) while loading a checkpoint: only '
+                     'mmengine HistoryBuffer statistics methods are allowed')
 
 
 def mmengine_safe_globals() -> List[object]:
-    """The non-tensor types an mmengine 0.10.7 training checkpoint contains."""
+    """What an mmengine 0.10.7 training checkpoint needs beyond tensors."""
     from mmengine.logging import HistoryBuffer
     multiarray = np.core.multiarray  # numpy 1.x; vtseg pins numpy < 2
-    globals_ = [HistoryBuffer, multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
-    # numpy dtypes pickle as their concrete class (e.g. numpy.dtypes.Float64DType).
-    globals_ += [type(np.dtype(t)) for t in
-                 (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
-                  np.uint64, np.float16, np.float32, np.float64)]
-    return globals_
+    # An array's dtype is rebuilt through its concrete class (numpy.dtypes.Float64DType, ...).
+    dtype_classes = [type(np.dtype(c)) for c in np.sctypeDict.values() if np.dtype(c).kind in 'biufc']
+    return [
+        HistoryBuffer, multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype,
+        *dict.fromkeys(dtype_classes), (history_buffer_getattr, 'builtins.getattr'),
+    ]
 
 
 def allow_mmengine_checkpoints() -> None:
