@@ -31,3 +31,11 @@ def test_vt_resnet_is_cheaper_than_resnet(rows):
     by_name = {r.name: r for r in rows}
     for d in (18, 34, 50, 101):
         assert by_name[f'VT-ResNet-{d}'].gmacs < by_name[f'ResNet-{d}'].gmacs
+
+
+def test_vt_fpn_neck_matches_paper_fpn_module_cost():
+    from vtseg.utils.complexity import fpn_pairs
+    rows = fpn_pairs(((473, 473),))
+    print('\n' + markdown_table(rows))
+    for r in rows:
+        assert r.gmacs == pytest.approx(r.paper_gmacs, rel=0.05), r

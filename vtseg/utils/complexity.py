@@ -10,7 +10,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-__all__ = ['Complexity', 'measure', 'PAPER_IMAGENET', 'resnet_pairs', 'markdown_table']
+__all__ = ['Complexity', 'measure', 'PAPER_IMAGENET', 'PAPER_FPN_MODULE', 'resnet_pairs', 'fpn_pairs',
+           'resnet50_feature_shapes', 'markdown_table']
 
 # Paper, ImageNet table (224x224): params (M), GMACs of VT-ResNet and its ResNet baseline.
 PAPER_IMAGENET: Dict[int, dict] = {
@@ -79,3 +80,34 @@ def markdown_table(rows: Sequence[Complexity]) -> str:
             f'| {r.name} | {r.params_m:.2f} | {r.paper_params_m or "-"} | {_rel(r.params_m, r.paper_params_m)} '
             f'| {r.gmacs:.3f} | {r.paper_gmacs or "-"} | {_rel(r.gmacs, r.paper_gmacs)} |')
     return '\n'.join(lines)
+
+
+# Paper, VT-FPN: "FPN module" GMACs on ResNet-50 features (LIP 473x473; COCO-Stuff at 800x1216).
+PAPER_FPN_MODULE = {(473, 473): dict(fpn=12.8, vt=2.0), (800, 1216): dict(fpn=55.1, vt=8.5)}
+
+
+def resnet50_feature_shapes(h: int, w: int) -> List[Tuple[int, int, int]]:
+    """(C, H, W) of ResNet-50's stride 4..32 outputs for an ``h x w`` image."""
+    shapes, size = [], (h, w)
+    size = tuple((s + 1) // 2 for s in size)  # conv1, stride 2
+    size = tuple((s + 1) // 2 for s in size)  # max-pool, stride 2
+    for i, c in enumerate((256, 512, 1024, 2048)):
+        if i:
+            size = tuple((s + 1) // 2 for s in size)
+        shapes.append((c, *size))
+    return shapes
+
+
+def fpn_pairs(sizes: Iterable[Tuple[int, int]] = ((473, 473), (512, 512))) -> List[Complexity]:
+    """mmseg's ``FPN`` and vtseg's ``VTFPN`` (paper settings) on ResNet-50 features."""
+    from mmseg.models.necks import FPN
+    from vtseg.models import VTFPN
+    rows = []
+    kwargs = dict(in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=4)
+    for h, w in sizes:
+        feats = [torch.zeros(1, *s) for s in resnet50_feature_shapes(h, w)]
+        for kind, neck in (('fpn', FPN(**kwargs)), ('vt', VTFPN(**kwargs, num_tokens=8, token_channels=1024))):
+            row = measure(neck, (feats,), f'{"VT-FPN" if kind == "vt" else "FPN"} neck @{h}x{w}')
+            row.paper_gmacs = PAPER_FPN_MODULE.get((h, w), {}).get(kind)
+            rows.append(row)
+    return rows

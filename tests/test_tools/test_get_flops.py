@@ -1,0 +1,23 @@
+from conftest import run_tool
+
+
+def test_model_names_beside_baseline():
+    out = run_tool(['tools/get_flops.py', 'vt_resnet18', '--baseline', 'resnet18']).stdout
+    assert '| vt_resnet18 @224x224 | 11.81 |' in out
+    assert '| resnet18 @224x224 | 11.69 |' in out
+    assert 'ratio vt_resnet18 @224x224 / resnet18 @224x224: params 1.010, MACs 0.8' in out
+
+
+def test_config_with_shape(repo_root):
+    out = run_tool(['tools/get_flops.py', 'configs/vtshapes/vt-fpn_vt-r18_1xb8-1.5k_vtshapes-96x96.py',
+                    '--shape', '64', '96']).stdout
+    assert 'vt-fpn_vt-r18_1xb8-1.5k_vtshapes-96x96 @64x96' in out
+
+
+def test_bad_input_is_one_line():
+    import subprocess
+    import sys
+    for arg in ('no_such_model', 'missing.py'):
+        proc = subprocess.run([sys.executable, 'tools/get_flops.py', arg], capture_output=True, text=True)
+        assert proc.returncode != 0
+        assert proc.stderr.strip().startswith('error:') and '\n' not in proc.stderr.strip()
