@@ -5,12 +5,19 @@ installed, e.g. through ``custom_imports=dict(imports=['vtseg'])``) registers
 ``VTResNet`` and ``VTFPN`` in mmseg's ``MODELS`` (and ``VTShapesDataset`` in
 ``DATASETS``) and lets mmengine checkpoints
 load under torch's ``weights_only`` unpickler (see :mod:`.checkpoint`).
+With mmpretrain installed it also registers ``TokenPoolingClsHead`` in
+mmpretrain's ``MODELS`` (see :mod:`.pretrain`).
 """
+from importlib.util import find_spec
+
 from .backbones import VTResNet
 from .checkpoint import allow_mmengine_checkpoints
 from .datasets import VTShapesDataset
 from .necks import VTFPN
 
 allow_mmengine_checkpoints()
+
+if find_spec('mmpretrain') is not None:  # optional extra: pip install -e .[cls]
+    from . import pretrain  # noqa: F401  (registers TokenPoolingClsHead)
 
 __all__ = ['VTResNet', 'VTFPN', 'VTShapesDataset', 'allow_mmengine_checkpoints']

@@ -39,6 +39,10 @@ class VTResNet(vt_resnet.VTResNet, BaseModule):
         out_indices: Which of the maps above to return.
         out_tokens: Also return the last tokens ``(B, L, C_T)`` as the final
             element (what a token-pooling classification head reads).
+        project_last: Give the last VT module a projector (map 3). A
+            classifier (``out_indices=(), out_tokens=True``) reads only the
+            tokens, so it sets False and has no unused parameters; map 3 then
+            equals map 2.
         frozen_stages: Stages with frozen parameters and BN statistics: -1 none,
             0 the stem, ``i`` the stem and stages ``layer1``..``layer{i}``
             (1-3), 4 also the VT modules.
@@ -64,6 +68,7 @@ class VTResNet(vt_resnet.VTResNet, BaseModule):
             token_channels: int = 1024,
             out_indices: Sequence[int] = (0, 1, 2, 3),
             out_tokens: bool = False,
+            project_last: bool = True,
             frozen_stages: int = -1,
             norm_cfg: dict = dict(type='BN', requires_grad=True),
             norm_eval: bool = False,
@@ -76,7 +81,7 @@ class VTResNet(vt_resnet.VTResNet, BaseModule):
             num_classes=0,
             num_tokens=num_tokens,
             token_channels=token_channels,
-            project_last=True,
+            project_last=project_last,
             norm_layer=lambda channels: build_norm_layer(norm_cfg, channels)[1],
             vt_cfg=vt_cfg,
         )
@@ -87,6 +92,9 @@ class VTResNet(vt_resnet.VTResNet, BaseModule):
         self.init_cfg = copy.deepcopy(init_cfg)
         if any(not 0 <= i < 4 for i in out_indices):
             raise ValueError(f'out_indices must lie in 0..3, got {tuple(out_indices)}')
+        if not out_indices and not out_tokens:
+            raise ValueError('VTResNet would output nothing: give out_indices or set '
+                             'out_tokens=True')
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f'frozen_stages must lie in -1..4, got {frozen_stages}')
         self.out_indices = tuple(out_indices)

@@ -21,7 +21,7 @@ from vtseg.layers import VisualTransformer
 
 __all__ = [
     'VTResNet', 'arch_settings', 'vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101',
-    'load_torchvision_resnet', 'LoadReport',
+    'load_torchvision_resnet', 'LoadReport', 'pool_tokens',
 ]
 
 # Variants as data: ResNet stages 1-4 (blocks per stage), then the VT widths.
@@ -41,6 +41,15 @@ arch_settings: Dict[int, dict] = {
     101: dict(block=Bottleneck, layers=(3, 4, 23), num_vt_modules=3,
               vt=dict(qk_channels=512, hidden_channels=1024, projector_qk_channels=256)),
 }
+
+
+def pool_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """The classifier's input: tokens ``(B, L, C_T)`` averaged over the L tokens -> ``(B, C_T)``.
+
+    Shared by :meth:`VTResNet.forward_head` and the mmpretrain head
+    (``vtseg.mm.pretrain.TokenPoolingClsHead``), so both classify alike.
+    """
+    return tokens.mean(dim=1)
 
 
 class VTResNet(nn.Module):
@@ -158,7 +167,7 @@ class VTResNet(nn.Module):
         """tokens ``(B, L, C_T)`` -> logits ``(B, num_classes)``: mean over L, then linear."""
         if self.fc is None:
             raise RuntimeError('this VTResNet was built with num_classes=0 and has no classifier')
-        return self.fc(self.drop(tokens.mean(dim=1)))
+        return self.fc(self.drop(pool_tokens(tokens)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, 3, H, W)`` -> logits ``(B, num_classes)``."""
