@@ -2,8 +2,8 @@
 # One-command setup for vtseg: torch, the OpenMMLab stack (mmcv 2.1.0 built with
 # its compiled ops), and vtseg itself in editable mode, into the active Python.
 #
-#   bash tools/setup.sh            # core: mmseg + vtseg + tests
-#   bash tools/setup.sh --full     # also the optional extras (mmpretrain, mmdet, onnx)
+#   bash tools/setup.sh            # everything: mmseg + vtseg + tests + mmpretrain, mmdet, onnx
+#   bash tools/setup.sh --minimal  # mmseg + vtseg + tests only (the extras' tests then skip)
 #
 # Environment knobs:
 #   FORCE_CUDA=1 / FORCE_CUDA=0   build mmcv's CUDA ops / CPU ops only. Default: CUDA
@@ -22,12 +22,12 @@ PY="${PYTHON:-python}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 command -v "$PY" >/dev/null 2>&1 || die "no python found; install Python 3.8-3.11 or set PYTHON=/path/to/python"
 
-FULL=0
+EXTRAS="tests,cls,det,onnx"
 for arg in "$@"; do
   case "$arg" in
-    --full) FULL=1 ;;
+    --minimal) EXTRAS="tests" ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) die "unknown argument '$arg' (use --full or --help)" ;;
+    *) die "unknown argument '$arg' (use --minimal or --help)" ;;
   esac
 done
 
@@ -129,8 +129,6 @@ else
 fi
 
 # --- 3. mmsegmentation, vtseg, extras --------------------------------------------------
-EXTRAS="tests"
-[ "$FULL" = 1 ] && EXTRAS="tests,cls,det,onnx"
 say "installing mmsegmentation 1.2.2 and vtseg[$EXTRAS] (editable)"
 "${PIP[@]}" -e "$ROOT[$EXTRAS]"
 
