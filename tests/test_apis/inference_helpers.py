@@ -1,0 +1,28 @@
+"""Shared by the inference API tests: the configs and a checkpoint made on the spot."""
+import os.path as osp
+
+import torch
+
+from vtseg.datasets import VTSHAPES_CLASSES, VTSHAPES_PALETTE
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+VTFPN_CONFIG = osp.join(REPO, 'configs', 'vtshapes', 'vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
+FPN_CONFIG = osp.join(REPO, 'configs', 'vtshapes', 'fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
+DATASET_META = dict(classes=VTSHAPES_CLASSES, palette=VTSHAPES_PALETTE)
+
+
+def save_test_checkpoint(path: str, config: str = VTFPN_CONFIG, cfg_options: dict = None,
+                         meta: dict = None, seed: int = 0) -> str:
+    """Save a freshly built (untrained, seeded) model of ``config`` as mmengine would."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope('mmseg')
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    torch.save({'state_dict': model.state_dict(),
+                'meta': {'dataset_meta': DATASET_META} if meta is None else meta}, path)
+    return path

@@ -1,0 +1,264 @@
+"""tools/infer.py on a real folder: every kind of file, re-runs, and one-line setup errors."""
+import glob
+import importlib.util
+import os
+import os.path as osp
+import re
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vtseg.apis import SegInferencer, load_image, vis_scale
+from vtseg.datasets import VTSHAPES_CLASSES, VTSHAPES_PALETTE
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(REPO, 'tools', 'infer.py')
+CONFIG = osp.join(REPO, 'configs', 'vtshapes', 'vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
+FPN_CONFIG = osp.join(REPO, 'configs', 'vtshapes', 'fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
+# On a shared 2-core machine OpenMP's second thread makes small forwards 20x slower.
+ONE_THREAD_ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
+RNG = np.random.default_rng(3)
+
+# relative path -> (height, width) as displayed; the EXIF JPEG is stored 24 high, 40 wide
+GOOD_IMAGES = {
+    'gray.png': (30, 20), 'rgba.png': (18, 22), 'gray16.png': (25, 25), 'colour16.png': (16, 28),
+    'photos/exif.jpg': (40, 24), 'tiny/one.png': (1, 1), 'tiny/eight.jpg': (8, 8),
+    'large.png': (200, 200),  # more than twice the config's 96x96 crop: sliding window
+}
+CORRUPT = 'broken/corrupt.jpg'
+
+
+def save_checkpoint(path: str, config: str = CONFIG) -> str:
+    """A freshly built (untrained, seeded) model of ``config``, saved as mmengine would."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(config).model)
+    meta = {'dataset_meta': {'classes': VTSHAPES_CLASSES, 'palette': VTSHAPES_PALETTE}}
+    torch.save({'state_dict': model.state_dict(), 'meta': meta}, path)
+    return path
+
+
+def exif_raw(path: str) -> np.ndarray:
+    """The EXIF JPEG's stored pixels (BGR), orientation NOT applied."""
+    with Image.open(path) as image:
+        return np.ascontiguousarray(np.asarray(image.convert('RGB'))[:, :, ::-1])
+
+
+def leftovers(out_dir: str) -> list:
+    return (glob.glob(osp.join(out_dir, '**', '*.tmp'), recursive=True) +
+            glob.glob(osp.join(out_dir, '**', '.*'), recursive=True))
+
+
+@pytest.fixture(scope='module')
+def infer_tool():
+    spec = importlib.util.spec_from_file_location('vtseg_tools_infer', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory) -> str:
+    return save_checkpoint(str(tmp_path_factory.mktemp('ckpt') / 'vtfpn.pth'))
+
+
+@pytest.fixture(scope='module')
+def real_folder(tmp_path_factory) -> str:
+    """A folder as users have them: every kind of image, plus a text file and a corrupt JPEG."""
+    root = tmp_path_factory.mktemp('photos_in')
+    for sub in ['photos', 'tiny', 'broken']:
+        (root / sub).mkdir()
+    Image.fromarray(RNG.integers(0, 256, (30, 20), dtype=np.uint8)).save(root / 'gray.png')
+    Image.fromarray(RNG.integers(0, 256, (18, 22, 4), dtype=np.uint8)).save(root / 'rgba.png')
+    cv2.imwrite(str(root / 'gray16.png'), RNG.integers(0, 65536, (25, 25), dtype=np.uint16))
+    cv2.imwrite(str(root / 'colour16.png'), RNG.integers(0, 65536, (16, 28, 3), dtype=np.uint16))
+    stored = RNG.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    stored[:12] //= 4  # a dark top half: the orientation is visible in the overlay
+    exif_image = Image.fromarray(stored)
+    exif = exif_image.getexif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise: 40 high, 24 wide
+    exif_image.save(root / 'photos' / 'exif.jpg', exif=exif.tobytes(), quality=95)
+    Image.fromarray(RNG.integers(0, 256, (1, 1, 3), dtype=np.uint8)).save(root / 'tiny' / 'one.png')
+    cv2.imwrite(str(root / 'tiny' / 'eight.jpg'), RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    cv2.imwrite(str(root / 'large.png'), RNG.integers(0, 256, (200, 200, 3), dtype=np.uint8))
+    (root / 'notes.txt').write_text('not an image: ignored')
+    (root / CORRUPT).write_bytes(b'\xff\xd8\xff\xe0\x00\x10JFIF' + bytes(RNG.integers(0, 256, 64)))
+    return str(root)
+
+
+@pytest.fixture(scope='module')
+def first_run(real_folder, checkpoint, tmp_path_factory):
+    """The real command, in its own process, once for the module."""
+    out = str(tmp_path_factory.mktemp('infer_out'))
+    proc = subprocess.run(
+        [sys.executable, TOOL, real_folder, CONFIG, checkpoint, '--out-dir', out,
+         '--batch-size', '2', '--device', 'cpu'],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV)
+    return proc, out
+
+
+def test_command_survives_a_real_folder(first_run, real_folder):
+    proc, out = first_run
+    assert proc.returncode == 1, proc.stderr  # one image failed
+    assert 'Traceback' not in proc.stderr
+    assert 'done 8, skipped 0, failed 1 of 9 images' in proc.stdout
+    assert '1 by sliding window' in proc.stdout
+    assert f'failed: {osp.join(real_folder, CORRUPT)}: cannot decode image' in proc.stderr
+    assert 'img/s' in proc.stderr  # the progress bar
+    for rel, (height, width) in GOOD_IMAGES.items():
+        stem = osp.splitext(rel)[0]
+        pred = Image.open(osp.join(out, 'pred', stem + '.png'))
+        assert pred.mode == 'P' and pred.size == (width, height), rel
+        assert pred.getpalette()[:15] == sum(VTSHAPES_PALETTE, [])
+        assert np.array(pred).max() < len(VTSHAPES_CLASSES)
+        vis = Image.open(osp.join(out, 'vis', stem + '.jpg'))
+        vis.load()
+        scale = vis_scale(height, width)
+        assert vis.format == 'JPEG' and vis.width > width * scale and vis.height >= height * scale
+    assert sorted(glob.glob(osp.join(out, '**', '*.*'), recursive=True)) == sorted(
+        osp.join(out, kind, osp.splitext(rel)[0] + ext)
+        for rel in GOOD_IMAGES for kind, ext in [('pred', '.png'), ('vis', '.jpg')])
+    assert leftovers(out) == []
+
+
+def test_exif_outputs_follow_the_displayed_image(first_run, real_folder, checkpoint, infer_tool,
+                                                 tmp_path, capsys):
+    _, out = first_run
+    path = osp.join(real_folder, 'photos', 'exif.jpg')
+    displayed = np.rot90(exif_raw(path), -1)  # orientation 6: rotate clockwise to display
+    inferencer = SegInferencer(CONFIG, checkpoint, device='cpu')
+    expected = inferencer.predict([np.ascontiguousarray(displayed)])[0]
+    wrong_way = inferencer.predict([np.ascontiguousarray(np.rot90(displayed, 2))])[0]
+    assert not np.array_equal(np.rot90(wrong_way, 2), expected)  # the check below can fail
+    np.testing.assert_array_equal(np.array(Image.open(osp.join(out, 'pred', 'photos', 'exif.png'))),
+                                  expected)
+
+    # The overlay shows the image the right way up (no class colours at opacity 0).
+    assert infer_tool.main([path, CONFIG, checkpoint, '--out-dir', str(tmp_path), '--opacity', '0',
+                            '--device', 'cpu']) == 0
+    vis = cv2.imread(str(tmp_path / 'vis' / 'exif.jpg'))
+    scale = vis_scale(40, 24)
+    shown = cv2.resize(vis[:40 * scale, :24 * scale], (24, 40), interpolation=cv2.INTER_AREA)
+    assert np.abs(shown.astype(int) - displayed.astype(int)).mean() < 8
+    assert shown[:, 16:].mean() < shown[:, :8].mean() / 2  # the dark stored top is now on the right
+
+
+def test_rerun_skips_unless_forced(first_run, real_folder, checkpoint, infer_tool, tmp_path,
+                                   capsys):
+    out = str(tmp_path / 'out')
+    shutil.copytree(first_run[1], out)
+    args = [real_folder, CONFIG, checkpoint, '--out-dir', out, '--device', 'cpu']
+    before = {p: os.stat(p).st_mtime_ns for p in glob.glob(osp.join(out, '*', '*.*'))}
+    assert infer_tool.main(args) == 1  # the corrupt file still fails
+    assert 'done 0, skipped 8, failed 1 of 9 images' in capsys.readouterr().out
+    assert {p: os.stat(p).st_mtime_ns for p in before} == before
+    assert infer_tool.main(args + ['--force', '--batch-size', '3']) == 1
+    assert 'done 8, skipped 0, failed 1 of 9 images' in capsys.readouterr().out
+    assert all(os.stat(p).st_mtime_ns != t for p, t in before.items())
+    assert leftovers(out) == []
+
+
+@pytest.fixture(scope='module')
+def fpn_checkpoint(tmp_path_factory) -> str:
+    return save_checkpoint(str(tmp_path_factory.mktemp('ckpt_fpn') / 'fpn.pth'), FPN_CONFIG)
+
+
+@pytest.mark.parametrize('case,message', [
+    ('missing config', r'config \S*nope\.py not found'),
+    ('missing checkpoint', r'checkpoint \S*nope\.pth not found'),
+    ('checkpoint of another model', r'checkpoint \S*fpn\.pth does not fit config \S*vt-fpn_r18'),
+    ('unreadable checkpoint', r'cannot read checkpoint \S*notes\.pth'),
+    ('empty folder', r'no images found in \S*empty'),
+    ('folder without images', r'no images found in \S*texts'),
+    ('missing input', r'input \S*nowhere does not exist'),
+    ('cuda without a GPU', r"device 'cuda' asked for, but torch sees no CUDA GPU"),
+])
+def test_setup_errors_are_one_line_and_exit_2(case, message, infer_tool, real_folder, checkpoint,
+                                              fpn_checkpoint, tmp_path, capsys):
+    if case == 'cuda without a GPU' and torch.cuda.is_available():
+        pytest.skip('this machine has a GPU')
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'texts').mkdir()
+    (tmp_path / 'texts' / 'a.txt').write_text('x')
+    (tmp_path / 'notes.pth').write_text('not a checkpoint')
+    config, ckpt, inputs, extra = CONFIG, checkpoint, real_folder, []
+    if case == 'missing config':
+        config = str(tmp_path / 'nope.py')
+    elif case == 'missing checkpoint':
+        ckpt = str(tmp_path / 'nope.pth')
+    elif case == 'checkpoint of another model':
+        ckpt = fpn_checkpoint
+    elif case == 'unreadable checkpoint':
+        ckpt = str(tmp_path / 'notes.pth')
+    elif case == 'empty folder':
+        inputs = str(tmp_path / 'empty')
+    elif case == 'folder without images':
+        inputs = str(tmp_path / 'texts')
+    elif case == 'missing input':
+        inputs = str(tmp_path / 'nowhere')
+    else:
+        extra = ['--device', 'cuda']
+    out = tmp_path / 'out'
+    assert infer_tool.main([inputs, config, ckpt, '--out-dir', str(out), *extra]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('infer.py: error: '), captured.err
+    assert re.search(message, lines[0]), lines[0]
+    assert captured.out == '' and not out.exists()
+
+
+def test_wrong_checkpoint_in_a_real_process_is_one_line(real_folder, fpn_checkpoint, tmp_path):
+    proc = subprocess.run([sys.executable, TOOL, real_folder, CONFIG, fpn_checkpoint, '--out-dir',
+                           str(tmp_path / 'out')], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=ONE_THREAD_ENV)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and proc.stdout == ''
+    assert len(lines) == 1 and 'does not fit config' in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize('option,message', [
+    (['--out-dir', 'o', '--batch-size', '0'], 'must be at least 1'),
+    (['--out-dir', 'o', '--opacity', '1.5'], 'must be in [0, 1]'),
+    ([], 'the following arguments are required: --out-dir'),
+])
+def test_bad_arguments_exit_2(option, message, infer_tool, capsys):
+    with pytest.raises(SystemExit) as info:
+        infer_tool.main(['in', 'config.py', 'ckpt.pth', *option])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_ctrl_c_reports_what_was_done(infer_tool, checkpoint, tmp_path, monkeypatch, capsys):
+    import vtseg.apis.folder as folder_module
+    for name in ['a.png', 'b.png', 'c.png']:
+        cv2.imwrite(str(tmp_path / name), RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    real_load = folder_module.load_image
+
+    def ctrl_c_at_b(path):
+        if path.endswith('b.png'):
+            raise KeyboardInterrupt
+        return real_load(path)
+
+    monkeypatch.setattr(folder_module, 'load_image', ctrl_c_at_b)
+    out = tmp_path / 'out'
+    assert infer_tool.main([str(tmp_path), CONFIG, checkpoint, '--out-dir', str(out)]) == 130
+    assert 'interrupted: done 1, skipped 0, failed 0 of 3 images' in capsys.readouterr().err
+    assert os.listdir(out / 'pred') == ['a.png'] and leftovers(str(out)) == []
+    assert load_image(str(out / 'pred' / 'a.png')).shape == (8, 8, 3)

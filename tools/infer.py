@@ -1,0 +1,144 @@
+"""Dense inference of a segmentor on an image or a folder of images.
+
+For every image under INPUT (searched recursively) writes
+
+- ``OUT/pred/<relative path>.png``: class ids as a palette PNG (the data set's colours);
+- ``OUT/vis/<relative path>.jpg``: the prediction on the image, with a legend.
+
+Grayscale, RGBA, palette and 16-bit files are read as mmcv reads them for
+training, EXIF orientation is applied (outputs match the displayed image),
+images much larger than the config's crop size run by sliding window. Files
+without an image extension are ignored; images that fail (corrupt, truncated)
+are reported with the reason and the rest go on. A re-run skips images whose
+two outputs exist, unless ``--force``; outputs are written atomically.
+
+Exit status: 0 all done (or skipped), 1 some images failed, 2 bad arguments
+(missing config or checkpoint, a checkpoint of another model, no images),
+130 interrupted.
+
+Examples::
+
+    python tools/infer.py photos/ CONFIG work_dirs/run/iter_1500.pth --out-dir out
+    python tools/infer.py big.tif CONFIG CKPT --out-dir out --slide --device cuda
+"""
+import argparse
+import logging
+import sys
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
+
+# mmengine imports pkg_resources, whose deprecation notice concerns none of this tool's work.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from vtseg.apis import FolderRunner, InferenceSetupError, SegInferencer, find_images  # noqa: E402
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f'must be in [0, 1], got {value}')
+    return value
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Segment an image or every image of a folder (recursively): class-id '
+        'PNGs in OUT_DIR/pred, overlays in OUT_DIR/vis')
+    parser.add_argument('input', help='image file or folder')
+    parser.add_argument('config', help='config file the model was trained with')
+    parser.add_argument('checkpoint', help='checkpoint file (or URL)')
+    parser.add_argument('--out-dir', required=True, help='output folder (pred/ and vis/ go in it)')
+    parser.add_argument(
+        '--device', default=None, help='cpu, cuda or cuda:N (default: cuda if available, else cpu)')
+    parser.add_argument(
+        '--batch-size', type=positive_int, default=1,
+        help='images per forward pass (only images of equal size share a batch)')
+    parser.add_argument(
+        '--force', action='store_true', help='redo images whose outputs exist (default: skip them)')
+    parser.add_argument(
+        '--slide', action='store_true',
+        help='sliding-window inference for every image (default: only for images more than '
+        'twice the config\'s crop size in a side)')
+    parser.add_argument(
+        '--opacity', type=unit_float, default=0.5,
+        help='opacity of the class colours in the overlays, in [0, 1]')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def quiet_openmmlab() -> Iterator[None]:
+    """Hide OpenMMLab's build-time chatter, so that the tool's own lines stand out.
+
+    Model building warns about deprecated loss builders, visualizer backends
+    without a save directory and registry fallbacks, and logs where the checkpoint
+    is read from; none of it is actionable here. Errors still surface as exceptions.
+    """
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', module=r'(mmengine|mmseg|mmcv|torch)(\.|$)')
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def error(message: str) -> int:
+    print(f'infer.py: error: {message}', file=sys.stderr)
+    return 2
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        # Cheap checks first: a wrong path should not wait for a model to load.
+        tasks = find_images(args.input, args.out_dir)
+        with quiet_openmmlab():
+            inferencer = SegInferencer(args.config, args.checkpoint, device=args.device,
+                                       cfg_options=args.cfg_options)
+        runner = FolderRunner(inferencer, batch_size=args.batch_size, force=args.force,
+                              slide=True if args.slide else None, opacity=args.opacity,
+                              log=lambda line: tqdm.write(line, file=sys.stderr))
+    except InferenceSetupError as err:
+        return error(str(err))
+    print(f'{len(tasks)} images in {args.input}; {len(inferencer.classes)} classes (from the '
+          f'{inferencer.meta_source}) on {inferencer.device}; outputs in {args.out_dir}',
+          flush=True)
+    try:
+        with quiet_openmmlab():
+            summary = runner.run(tasks, progress=True)
+    except KeyboardInterrupt:
+        runner.summary.interrupted = True
+        print(runner.summary, file=sys.stderr)
+        return runner.summary.exit_code
+    except InferenceSetupError as err:
+        return error(str(err))
+    print(summary)
+    return summary.exit_code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

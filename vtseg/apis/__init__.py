@@ -1,0 +1,27 @@
+"""Inference for callers: load a segmentor, predict class-id maps, run over image folders.
+
+A thin layer over mmseg's :class:`~mmseg.apis.MMSegInferencer` (see
+:mod:`.inference`); ``tools/infer.py`` is its command line. Importing this
+package loads mmseg but builds nothing and changes no global settings.
+
+Example:
+    >>> from vtseg.apis import SegInferencer, infer_folder, load_image
+    >>> inferencer = SegInferencer(CONFIG, CHECKPOINT, device='cpu')
+    >>> label_map = inferencer.predict([load_image('photo.jpg')])[0]  # (H, W) class ids
+    >>> summary = infer_folder(inferencer, 'photos/', 'out/')  # out/pred/*.png, out/vis/*.jpg
+    >>> print(summary)  # done 12, skipped 0, failed 1 of 13 images in ...
+"""
+from .folder import FolderRunner, FolderSummary, ImageTask, find_images, infer_folder
+from .inference import (CheckpointMismatchError, InferenceSetupError, SegInferencer,
+                        check_model_files, checkpoint_mismatch, resolve_device)
+from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg,
+                 encode_label_png, is_image_file, load_image)
+from .visualize import draw_overlay, vis_scale
+
+__all__ = [
+    'SegInferencer', 'InferenceSetupError', 'CheckpointMismatchError', 'check_model_files',
+    'checkpoint_mismatch', 'resolve_device', 'FolderRunner', 'FolderSummary', 'ImageTask',
+    'find_images', 'infer_folder', 'IMAGE_EXTENSIONS', 'ImageDecodeError', 'is_image_file',
+    'load_image', 'atomic_write_bytes', 'encode_label_png', 'encode_jpeg', 'draw_overlay',
+    'vis_scale'
+]

@@ -1,0 +1,148 @@
+"""Reading the images real folders hold, and writing outputs that are never half-written.
+
+:func:`load_image` turns whatever a user's folder holds (grayscale, RGBA,
+palette, 16-bit, CMYK, EXIF-rotated) into the 8-bit BGR array that mmcv's
+``LoadImageFromFile`` gives a model during training, in the orientation an
+image viewer shows, and fails with the decoder's reason instead of returning
+garbage. :func:`atomic_write_bytes` writes through a temporary file in the
+target's directory and ``os.replace``, so an output path either holds a complete
+file or is left as it was, even when the process is interrupted mid-write.
+"""
+import io
+import os
+import os.path as osp
+import secrets
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = [
+    'IMAGE_EXTENSIONS', 'ImageDecodeError', 'is_image_file', 'load_image', 'atomic_write_bytes',
+    'encode_label_png', 'encode_jpeg'
+]
+
+# Files are picked by extension (case-insensitive); everything else in a folder is ignored.
+IMAGE_EXTENSIONS = ('.bmp', '.gif', '.jpeg', '.jpg', '.pbm', '.pgm', '.png', '.ppm', '.tif',
+                    '.tiff', '.webp')
+# PIL modes holding more than 8 bits per sample; their values are mapped to 8 bits by hand
+# because Image.convert('RGB') clips them at 255 instead of scaling.
+_WIDE_INTEGER_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I')
+
+
+class ImageDecodeError(ValueError):
+    """A file with an image extension that does not decode to an image."""
+
+
+def is_image_file(path: str) -> bool:
+    """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS`."""
+    return osp.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _to_bgr(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 BGR from a decoded PIL image of any mode."""
+    if image.mode in _WIDE_INTEGER_MODES:
+        # 16-bit samples (mode 'I' is how older Pillow opens 16-bit PNGs): keep the high byte,
+        # as OpenCV's IMREAD_COLOR (and so mmcv) does for 16-bit files.
+        wide = np.asarray(image).astype(np.int64)
+        gray = (np.clip(wide, 0, 65535) >> 8).astype(np.uint8)
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    elif image.mode == 'F':
+        gray = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        # Gray and palette images are expanded, alpha is dropped (as mmcv's loader does),
+        # CMYK / YCbCr are converted by Pillow.
+        rgb = np.asarray(image.convert('RGB'))
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def load_image(path: str) -> np.ndarray:
+    """Decode an image file as it is displayed, in the channel order mmcv uses.
+
+    Args:
+        path: Image file (any format Pillow reads; the first frame of animations).
+
+    Returns:
+        (H, W, 3) uint8 array in BGR order, EXIF orientation applied, alpha dropped,
+        16-bit samples reduced to their high byte.
+
+    Raises:
+        ImageDecodeError: The file is missing, corrupt, truncated or not an image; the
+            message says why.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode everything now, so that a truncated file fails here
+            displayed = ImageOps.exif_transpose(image)
+            return _to_bgr(displayed)
+    except Exception as err:  # any decoder failure is this file's problem, not the run's
+        reason = ' '.join(str(err).split()) or type(err).__name__
+        raise ImageDecodeError(f'cannot decode image ({type(err).__name__}: {reason})') from err
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is never seen half-written.
+
+    The bytes go to a hidden temporary file in the same directory (same file
+    system, so the rename is atomic), are flushed to disk, and then replace
+    ``path``. On any error or interruption the temporary file is removed and
+    ``path`` keeps its previous content (or stays absent).
+
+    Args:
+        path: Destination file; missing parent directories are created.
+        data: The complete file content.
+    """
+    directory = osp.dirname(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp_path = osp.join(directory,
+                        f'.{osp.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
+    # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask apply as for open().
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0),
+                 0o666)
+    try:
+        with os.fdopen(fd, 'wb') as tmp_file:
+            tmp_file.write(data)
+            tmp_file.flush()
+            os.fsync(tmp_file.fileno())  # the data is on disk before the name points at it
+        os.replace(tmp_path, path)
+    except BaseException:  # KeyboardInterrupt included: never leave the temporary file
+        try:
+            os.remove(tmp_path)
+        except OSError:
+            pass
+        raise
+
+
+def encode_label_png(label_map: np.ndarray, palette: Sequence[Sequence[int]]) -> bytes:
+    """A palette ('P' mode) PNG whose pixel values are the class ids.
+
+    Args:
+        label_map: (H, W) class ids in [0, 255].
+        palette: RGB colour per class id (at most 256 entries).
+
+    Returns:
+        The PNG file content; reading it with ``np.array(Image.open(f))`` gives the
+        ids back, viewers show the palette colours.
+    """
+    if label_map.ndim != 2:
+        raise ValueError(f'label_map must be (H, W), got shape {label_map.shape}')
+    if label_map.size and (label_map.min() < 0 or label_map.max() > 255):
+        raise ValueError('a palette PNG holds class ids 0..255 only')
+    colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    if len(colours) > 256:
+        raise ValueError(f'a palette PNG holds at most 256 colours, got {len(colours)}')
+    image = Image.fromarray(label_map.astype(np.uint8))
+    image.putpalette(colours.flatten().tolist())  # 'L' becomes 'P', pixel values unchanged
+    buffer = io.BytesIO()
+    image.save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+def encode_jpeg(image_bgr: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG file content of an (H, W, 3) uint8 BGR image."""
+    ok, encoded = cv2.imencode('.jpg', image_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f'OpenCV could not encode a JPEG of shape {image_bgr.shape}')
+    return encoded.tobytes()
