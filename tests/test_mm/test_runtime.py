@@ -1,0 +1,59 @@
+"""prepare_cpu_distributed: what a distributed run on a machine without CUDA needs changed."""
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from vtseg.mm.runtime import prepare_cpu_distributed
+
+GPU_CFG = dict(
+    env_cfg=dict(cudnn_benchmark=True, dist_cfg=dict(backend='nccl', timeout=60)),
+    model=dict(
+        type='EncoderDecoder',
+        backbone=dict(type='ResNet', norm_cfg=dict(type='SyncBN', requires_grad=True)),
+        decode_head=dict(type='FPNHead', norm_cfg=dict(type='MMSyncBN'),
+                         loss_decode=[dict(type='CrossEntropyLoss')])),
+    sync_bn='torch')
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+
+
+def test_cpu_distributed_gets_gloo_bn_and_no_device_ids(no_cuda):
+    cfg = Config(copy.deepcopy(GPU_CFG))
+    # slurm: the config is adapted, no process group is started in this test process.
+    changes = prepare_cpu_distributed(cfg, 'slurm')
+    assert len(changes) == 2
+    assert cfg.env_cfg.dist_cfg == dict(backend='gloo', timeout=60)
+    assert cfg.model.backbone.norm_cfg == dict(type='BN', requires_grad=True)
+    assert cfg.model.decode_head.norm_cfg.type == 'BN'
+    assert 'sync_bn' not in cfg
+    assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    assert cfg.model.decode_head.loss_decode[0] == dict(type='CrossEntropyLoss')
+
+
+def test_gloo_config_without_sync_bn_is_not_reported(no_cuda):
+    cfg = Config(dict(env_cfg=dict(dist_cfg=dict(backend='gloo')),
+                      model=dict(backbone=dict(norm_cfg=dict(type='BN')))))
+    assert prepare_cpu_distributed(cfg, 'mpi') == []
+    assert cfg.model_wrapper_cfg.device_ids is None
+
+
+def test_single_process_or_cuda_is_left_alone(no_cuda, monkeypatch):
+    cfg = Config(copy.deepcopy(GPU_CFG))
+    assert prepare_cpu_distributed(cfg, 'none') == []
+    assert cfg.to_dict() == Config(copy.deepcopy(GPU_CFG)).to_dict()
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert prepare_cpu_distributed(cfg, 'pytorch') == []
+    assert cfg.to_dict() == Config(copy.deepcopy(GPU_CFG)).to_dict()
+
+
+def test_custom_model_wrapper_is_kept(no_cuda):
+    wrapper = dict(type='MMFullyShardedDataParallel', cpu_offload=True)
+    cfg = Config(dict(model=dict(), model_wrapper_cfg=copy.deepcopy(wrapper)))
+    prepare_cpu_distributed(cfg, 'slurm')
+    assert cfg.model_wrapper_cfg == wrapper

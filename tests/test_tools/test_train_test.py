@@ -1,0 +1,160 @@
+"""tools/train.py, tools/test.py and tools/dist_*.sh on real runs; mmseg's own tools on vtseg configs.
+
+Every run trains VT-FPN R-18 (SyncBN in its config) on the tiny VT-Shapes fixture
+for at most 4 iterations of batch 2 on the CPU.
+"""
+import importlib.util
+import os
+import os.path as osp
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import vtseg  # noqa: F401  (the checkpoints below load under weights_only=True through it)
+from conftest import REPO, run_tool, vtshapes_options
+
+CONFIG = osp.join(REPO, 'configs', 'vtshapes', 'vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
+TOOLS = osp.join(REPO, 'tools')
+# 4 iterations of batch 2, a checkpoint every 2, one validation at the end.
+SHORT = ['train_dataloader.batch_size=2', 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+         'default_hooks.checkpoint.interval=2', 'default_hooks.checkpoint.max_keep_ckpts=3']
+# A training "crash": the process kills itself (SIGKILL, no clean-up) after iteration 3,
+# that is after iter_2.pth was saved and before iter_4.pth would be.
+CRASH_HOOK = '''
+import os, signal
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+
+@HOOKS.register_module()
+class CrashAfterIterHook(Hook):
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.iteration:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` as a module, to call its ``main`` in this process."""
+    spec = importlib.util.spec_from_file_location(f'vtseg_tools_{name}', osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize('tool, argv, message', [
+    ('train', ['missing.py'], 'config file not found: missing.py'),
+    ('test', ['missing.py', 'x.pth'], 'config file not found: missing.py'),
+    ('test', [CONFIG, 'missing.pth'], 'checkpoint file not found: missing.pth'),
+    ('test', [CONFIG, CONFIG, '--tta'], '--tta needs tta_model and tta_pipeline'),
+])
+def test_bad_input_is_one_error_line(tool, argv, message, monkeypatch, capsys):
+    main = load_tool(tool).main
+    monkeypatch.setattr(sys, 'argv', [f'{tool}.py', *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'{tool}.py: error: {message}') and '\n' not in err
+
+
+def test_arguments_match_mmseg(mmseg_tools, monkeypatch):
+    """Every option of mmseg 1.2.2's train.py / test.py is accepted with the same destination."""
+    for tool, argv in (('train', ['c.py', '--work-dir', 'w', '--resume', '--amp', '--cfg-options',
+                                  'a=1', '--launcher', 'pytorch', '--local-rank', '1']),
+                       ('test', ['c.py', 'k.pth', '--work-dir', 'w', '--out', 'o', '--show',
+                                 '--show-dir', 's', '--wait-time', '1', '--cfg-options', 'a=1',
+                                 '--launcher', 'pytorch', '--tta', '--local_rank', '1'])):
+        monkeypatch.setenv('LOCAL_RANK', '0')
+        monkeypatch.setattr(sys, 'argv', [tool, *argv])
+        ours = vars(load_tool(tool).parse_args())
+        spec = importlib.util.spec_from_file_location(f'mmseg_{tool}', osp.join(mmseg_tools, f'{tool}.py'))
+        theirs_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(theirs_module)
+        assert ours == vars(theirs_module.parse_args())
+
+
+def test_two_processes_train_and_test_on_cpu(vtshapes_root, tmp_path):
+    """dist_train.sh / dist_test.sh with 2 processes: gloo instead of nccl, SyncBN run as BN."""
+    work_dir = str(tmp_path / 'work')
+    env = {**os.environ, 'PORT': str(free_port())}
+    options = ['--cfg-options', *vtshapes_options(vtshapes_root), *SHORT]
+    train = subprocess.run(['bash', osp.join(TOOLS, 'dist_train.sh'), CONFIG, '2', '--work-dir',
+                            work_dir, *options], capture_output=True, text=True, env=env, timeout=600)
+    out = train.stdout + train.stderr
+    assert train.returncode == 0, out[-6000:]
+    assert 'Distributed training: True' in out and 'GPU number: 2' in out  # world size 2
+    assert 'using the gloo backend instead of nccl' in out
+    assert 'SyncBN layers run as BN' in out
+    assert 'Iter(train) [4/4]' in out and 'mIoU:' in out
+    checkpoint = torch.load(osp.join(work_dir, 'iter_4.pth'), weights_only=True)
+    assert checkpoint['meta']['iter'] == 4
+
+    test = subprocess.run(['bash', osp.join(TOOLS, 'dist_test.sh'), CONFIG,
+                           osp.join(work_dir, 'iter_4.pth'), '2', '--work-dir', work_dir, *options],
+                          capture_output=True, text=True, env=env, timeout=600)
+    out = test.stdout + test.stderr
+    assert test.returncode == 0, out[-6000:]
+    # The 8 val images are split over the 2 processes and gathered for one result.
+    assert 'Iter(test) [4/4]' in out and 'mIoU:' in out
+
+
+@pytest.mark.parametrize('tools', ['vtseg', 'mmseg'])
+def test_resume_after_crash_then_test(tools, vtshapes_root, mmseg_tools, tmp_path):
+    """Crash at iteration 3, ``--resume`` from iter_2.pth to iter_4.pth, then test.py evaluates it.
+
+    With ``tools='mmseg'`` these are mmseg's own, unchanged scripts: the config's
+    ``custom_imports`` loads vtseg before any checkpoint is read.
+    """
+    tools_dir = TOOLS if tools == 'vtseg' else mmseg_tools
+    work_dir = str(tmp_path / 'work')
+    options = ['--cfg-options', *vtshapes_options(vtshapes_root), *SHORT]
+    (tmp_path / 'crash_hook.py').write_text(CRASH_HOOK)
+    crash_config = tmp_path / 'crash_config.py'
+    crash_config.write_text(f"_base_ = [{CONFIG!r}]\n"
+                            "custom_imports = dict(imports=['vtseg', 'crash_hook'], "
+                            "allow_failed_imports=False)\n"
+                            "custom_hooks = [dict(type='CrashAfterIterHook', iteration=3)]\n")
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')])}
+    crashed = subprocess.run([sys.executable, osp.join(tools_dir, 'train.py'), str(crash_config),
+                              '--work-dir', work_dir, *options], capture_output=True, text=True,
+                             env=env, timeout=600)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-4000:]
+    assert sorted(f for f in os.listdir(work_dir) if f.endswith('.pth')) == ['iter_2.pth']
+
+    resumed = run_tool([osp.join(tools_dir, 'train.py'), CONFIG, '--work-dir', work_dir, '--resume',
+                        *options]).stdout
+    assert 'resumed epoch: 0, iter: 2' in resumed
+    assert 'Iter(train) [3/4]' in resumed and 'Iter(train) [1/4]' not in resumed
+    # Torch's default loader (weights_only=True) reads the full training state.
+    checkpoint = torch.load(osp.join(work_dir, 'iter_4.pth'))
+    assert checkpoint['meta']['iter'] == 4
+    # AdamW counted 2 steps before the crash and 2 after: its state was restored, not restarted.
+    steps = {float(state['step']) for state in checkpoint['optimizer']['state'].values()}
+    assert steps == {4.0}
+    assert checkpoint['param_schedulers'][0]['last_step'] == 4
+
+    show_dir = tmp_path / 'show'
+    args = [osp.join(tools_dir, 'test.py'), CONFIG, osp.join(work_dir, 'iter_4.pth'), '--work-dir',
+            work_dir, '--show-dir', str(show_dir), *options,
+            'default_hooks.visualization.interval=1']  # mmseg draws every 50th image by default
+    if tools == 'vtseg':
+        args += ['--out', str(tmp_path / 'pred')]
+    tested = run_tool(args).stdout
+    assert 'Iter(test) [8/8]' in tested and 'mIoU:' in tested
+    assert len(list(show_dir.glob('vis_data/vis_image/*.png'))) == 8
+    if tools == 'vtseg':
+        assert len(list((tmp_path / 'pred').glob('*.png'))) == 8

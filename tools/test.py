@@ -1,0 +1,146 @@
+"""Test (and evaluate) a segmentor: mmseg's ``tools/test.py`` with vtseg's modules registered.
+
+Same arguments as mmseg 1.2.2's tool. On top of it:
+
+- ``import vtseg`` registers vtseg's modules and lets the checkpoint load under
+  torch's ``weights_only=True`` loader;
+- a missing config or checkpoint file is one error line (exit status 2);
+- ``--launcher pytorch`` works without CUDA (see ``tools/train.py``).
+
+Examples::
+
+    python tools/test.py CONFIG work_dirs/run/iter_1500.pth --show-dir vis
+    bash tools/dist_test.sh CONFIG CHECKPOINT 2 --out preds
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+import vtseg  # noqa: F401  (registers vtseg's modules, allows safe checkpoint loading)
+from vtseg.mm.runtime import prepare_cpu_distributed
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='MMSeg test (and eval) a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help=('if specified, the evaluation metric results will be dumped'
+              'into the directory as json'))
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='The directory to save output prediction for offline evaluation')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images will be saved. '
+        'If specified, it will be automatically saved '
+        'to the work_dir/timestamp/show_dir')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override some settings in the used config, the key-value pair '
+        'in xxx=yyy format will be merged into config file. If the value to '
+        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
+        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
+        'Note that the quotation marks are necessary and that no white space '
+        'is allowed.')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher (without CUDA, pytorch uses the gloo backend)')
+    parser.add_argument('--tta', action='store_true', help='Test time augmentation')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+
+    return args
+
+
+def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
+    """Turn on mmseg's ``SegVisualizationHook`` for ``--show`` / ``--show-dir``."""
+    default_hooks = cfg.default_hooks
+    if 'visualization' in default_hooks:
+        visualization_hook = default_hooks['visualization']
+        visualization_hook['draw'] = True
+        if args.show:
+            visualization_hook['show'] = True
+            visualization_hook['wait_time'] = args.wait_time
+        if args.show_dir:
+            visualizer = cfg.visualizer
+            visualizer['save_dir'] = args.show_dir
+    else:
+        raise RuntimeError(
+            'VisualizationHook must be included in default_hooks.'
+            'refer to usage '
+            '"visualization=dict(type=\'VisualizationHook\')"')
+
+    return cfg
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Exit with one error line (status 2) when the config or checkpoint file is missing."""
+    problem = None
+    if not osp.isfile(args.config):
+        problem = f'config file not found: {args.config}'
+    elif '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        problem = (f'checkpoint file not found: {args.checkpoint} '
+                   '(train one with tools/train.py; checkpoints are WORK_DIR/iter_N.pth)')
+    if problem:
+        print(f'test.py: error: {problem}', file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    args = parse_args()
+    check_inputs(args)
+
+    # load config
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    prepare_cpu_distributed(cfg, args.launcher)
+
+    # work_dir is determined in this priority: CLI > segment in file > filename
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    cfg.load_from = args.checkpoint
+
+    if args.show or args.show_dir:
+        cfg = trigger_visualization_hook(cfg, args)
+
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            print(f'test.py: error: --tta needs tta_model and tta_pipeline in the config '
+                  f'({args.config} has no such settings)', file=sys.stderr)
+            sys.exit(2)
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+
+    # keep the predictions (label maps) for offline evaluation
+    if args.out is not None:
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+
+    runner = Runner.from_cfg(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
