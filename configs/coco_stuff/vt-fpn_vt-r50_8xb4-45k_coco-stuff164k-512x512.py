@@ -1,0 +1,11 @@
+# VT-FPN on VT-ResNet-50 on COCO-Stuff 164k (171 classes).
+# 512x512 crops; 8 GPUs x 4 images = batch 32; 45k iterations (Semantic FPN "1x").
+# Not in the paper (it puts VT-FPN on ResNet-50/101 only): no expected mIoU.
+# Compare with vt-fpn_r50_8xb4-45k_coco-stuff164k-512x512.py (paper mIoU 41.00).
+_base_ = [
+    '../_base_/models/vt-fpn_vt-r50.py', '../_base_/datasets/coco-stuff164k.py',
+    'mmseg::_base_/default_runtime.py', '../_base_/schedules/schedule_coco-stuff_1x.py'
+]
+crop_size = (512, 512)
+data_preprocessor = dict(size=crop_size)
+model = dict(data_preprocessor=data_preprocessor, decode_head=dict(num_classes=171))

@@ -1,0 +1,11 @@
+# VT-FPN on VT-ResNet-50 on LIP (20 classes).
+# 473x473 crops; 8 GPUs x 12 images = batch 96; 50k iterations.
+# Not in the paper (it puts VT-FPN on ResNet-50/101 only): no expected mIoU.
+# Compare with vt-fpn_r50_8xb12-50k_lip-473x473.py (paper mIoU 47.39).
+_base_ = [
+    '../_base_/models/vt-fpn_vt-r50.py', '../_base_/datasets/lip_473x473.py',
+    'mmseg::_base_/default_runtime.py', '../_base_/schedules/schedule_lip_50k.py'
+]
+crop_size = (473, 473)
+data_preprocessor = dict(size=crop_size)
+model = dict(data_preprocessor=data_preprocessor, decode_head=dict(num_classes=20))
