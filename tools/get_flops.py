@@ -8,8 +8,8 @@ Examples::
     # the paper's tables: VT-ResNet vs ResNet at 224x224, VT-FPN vs FPN neck
     python tools/get_flops.py --paper
     # a segmentor config (default input 512x512), optionally beside a baseline config
-    python tools/get_flops.py configs/coco_stuff/vt-fpn_r50_8xb4-80k_coco-stuff164k-512x512.py \
-        --baseline configs/coco_stuff/fpn_r50_8xb4-80k_coco-stuff164k-512x512.py
+    python tools/get_flops.py configs/coco_stuff/vt-fpn_r50_8xb4-45k_coco-stuff164k-512x512.py \
+        --baseline configs/coco_stuff/fpn_r50_8xb4-45k_coco-stuff164k-512x512.py
     # a classification model by name (vtseg.models or torchvision), 224x224
     python tools/get_flops.py vt_resnet50 --baseline resnet50
 """
