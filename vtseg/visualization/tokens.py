@@ -448,7 +448,7 @@ def draw_token_attention(
                                 minlength=att.num_tokens) / (h * w)  # of feature map pixels
             ax = panel(row, 1, 'argmax', att.label)
             ax.imshow((1 - alpha) * base + alpha * colours[owner])
-            ax.set_title('pixel reads most', fontsize=font)
+            ax.set_title('most-read token', fontsize=font)
         else:
             share = None
             ax = panel(row, 1, 'no-projector', att.label)
