@@ -16,7 +16,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmseg.registry import DATASETS, MODELS, TRANSFORMS
-from conftest import REPO
+from vtseg_testing import REPO
 
 OTHER_REGISTRIES = ('vt_resnet', 'mmdet')
 CONFIGS = sorted(

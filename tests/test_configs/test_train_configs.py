@@ -19,7 +19,7 @@ from mmengine.runner import Runner
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg.registry import MODELS
-from conftest import REPO, run_tool
+from vtseg_testing import REPO, run_tool
 from test_configs.fake_datasets import write_coco_stuff164k, write_lip_download
 
 SIZE = (64, 64)

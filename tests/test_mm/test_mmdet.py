@@ -11,7 +11,7 @@ from mmdet.registry import MODELS  # noqa: E402
 from mmdet.testing import demo_mm_inputs  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-from conftest import REPO  # noqa: E402
+from vtseg_testing import REPO  # noqa: E402
 from vtseg import models as core  # noqa: E402
 
 CONFIG = osp.join(REPO, 'configs', 'mmdet', 'retinanet_vt-r50_fpn_1x_coco.py')

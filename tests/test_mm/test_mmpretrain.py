@@ -14,7 +14,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vtseg  # noqa: E402,F401  (registers TokenPoolingClsHead; allowlists checkpoint types)
-from conftest import REPO, run_tool  # noqa: E402
+from vtseg_testing import REPO, run_tool  # noqa: E402
 from vtseg import models as core  # noqa: E402
 
 CONFIGS = {depth: osp.join(REPO, 'configs', 'vt_resnet', f'vt-resnet{depth}_8xb32_in1k.py')

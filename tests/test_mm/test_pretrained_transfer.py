@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import vtseg  # noqa: F401  (registers the modules)
-from conftest import REPO
+from vtseg_testing import REPO
 from vtseg import models as core
 
 SEGMENTOR_CONFIG = osp.join(REPO, 'configs', 'vtshapes',

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_tool
+from vtseg_testing import REPO, run_tool
 
 
 def test_demo_runs_every_stage(vtshapes_root, tmp_path):

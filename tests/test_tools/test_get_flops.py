@@ -1,4 +1,4 @@
-from conftest import run_tool
+from vtseg_testing import run_tool
 
 
 def test_model_names_beside_baseline():

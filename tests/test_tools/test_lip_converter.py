@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_tool
+from vtseg_testing import REPO, run_tool
 from test_configs.fake_datasets import LIP_TRAIN_IDS, LIP_VAL_IDS, write_lip_download
 
 TOOL = osp.join(REPO, 'tools', 'dataset_converters', 'lip.py')

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO
+from vtseg_testing import REPO
 
 MAIN = runpy.run_path(osp.join(REPO, 'tools', 'make_vtshapes.py'))['main']
 

@@ -1,0 +1,27 @@
+"""Helpers shared by the tests (import as ``from vtseg_testing import ...``).
+
+A plain module rather than ``conftest``: several test folders have a conftest.py
+of their own, and ``from vtseg_testing import`` would pick whichever was imported first.
+"""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+def vtshapes_options(root: str) -> list:
+    """``--cfg-options`` that point a VT-Shapes config at ``root`` and keep a run short."""
+    return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}', 'train_dataloader.batch_size=4',
+            'default_hooks.logger.interval=1']
+
+
+def run_tool(args: list, cwd: str = REPO, timeout: int = 600, env: dict = None) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` in a fresh process; fail the test with its output if it fails."""
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        pytest.fail(f'{" ".join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
+    return proc
