@@ -31,7 +31,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEFAULT_CONFIG = osp.relpath(
     osp.join(REPO, 'configs', 'vtshapes', 'vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py'))
 # Lines of the tools' output worth showing while the demo runs (the rest goes to the log).
-SHOWN = re.compile(r'Iter\(train\)|mIoU:|^\s*[|+]|resumed epoch|Traceback|Error|error:|images/s|done')
+SHOWN = re.compile(r'Iter\(train\)|mIoU:|^\s*[|+]|resumed epoch|Traceback|Error|error:')
+ALL = re.compile('')
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,7 +56,7 @@ def tool(name: str) -> str:
     return osp.relpath(osp.join(REPO, 'tools', name))
 
 
-def run_stage(name: str, args: List[str], log_path: str) -> None:
+def run_stage(name: str, args: List[str], log_path: str, shown: re.Pattern = SHOWN) -> None:
     """Run ``python ARGS``, show its key lines, log all of it; exit if it fails."""
     print(f'\n== {name}: python {" ".join(args)}', flush=True)
     tail: List[str] = []
@@ -65,7 +66,7 @@ def run_stage(name: str, args: List[str], log_path: str) -> None:
         for line in proc.stdout:
             log.write(line)
             tail = (tail + [line])[-40:]
-            if SHOWN.search(line):
+            if shown.search(line):
                 print('   ' + line.rstrip(), flush=True)
     if proc.returncode != 0:
         sys.stdout.write(''.join(tail))
@@ -87,16 +88,6 @@ def test_metrics(test_work_dir: str) -> dict:
         raise FileNotFoundError(f'no test results (*/*.json) in {test_work_dir}')
     with open(runs[-1]) as f:
         return json.load(f)
-
-
-def write_overlays_with_mmseg(img_dir: str, config: str, checkpoint: str, out_dir: str) -> None:
-    """Fallback when ``tools/infer.py`` is absent: mmseg's MMSegInferencer writes
-    ``out_dir/vis`` (overlays) and ``out_dir/pred``."""
-    import vtseg  # noqa: F401  (registers VTFPN, allows safe checkpoint loading)
-    from mmseg.apis import MMSegInferencer
-    images = sorted(glob.glob(osp.join(img_dir, '*.jpg')))
-    inferencer = MMSegInferencer(model=config, weights=checkpoint, device='cpu')
-    inferencer(images, out_dir=out_dir, batch_size=8)
 
 
 def main() -> None:
@@ -138,13 +129,8 @@ def main() -> None:
     t = time.time()
     img_dir = osp.join(args.data_root, 'img_dir', 'val')
     out_dir = osp.join(args.work_dir, 'infer')
-    infer_tool = tool('infer.py')
-    if osp.isfile(infer_tool):
-        run_stage('infer', [infer_tool, img_dir, args.config, checkpoint, '--out-dir', out_dir],
-                  log('infer'))
-    else:
-        print(f'\n== infer: {infer_tool} not found, writing overlays with mmseg\'s MMSegInferencer')
-        write_overlays_with_mmseg(img_dir, args.config, checkpoint, out_dir)
+    run_stage('infer', [tool('infer.py'), img_dir, args.config, checkpoint, '--out-dir', out_dir,
+                        '--batch-size', '8'], log('infer'), shown=ALL)
     stage_times['infer'] = time.time() - t
 
     total = time.time() - start

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import vtseg  # noqa: F401  (the checkpoints below load under weights_only=True through it)
-from conftest import REPO, run_tool, vtshapes_options
+from vtseg_testing import REPO, run_tool, vtshapes_options
 
 CONFIG = osp.join(REPO, 'configs', 'vtshapes', 'vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
 TOOLS = osp.join(REPO, 'tools')
@@ -90,7 +90,8 @@ def test_arguments_match_mmseg(mmseg_tools, monkeypatch):
 def test_two_processes_train_and_test_on_cpu(vtshapes_root, tmp_path):
     """dist_train.sh / dist_test.sh with 2 processes: gloo instead of nccl, SyncBN run as BN."""
     work_dir = str(tmp_path / 'work')
-    env = {**os.environ, 'PORT': str(free_port())}
+    # CPU even where GPUs exist: this is the run that has to work without CUDA.
+    env = {**os.environ, 'PORT': str(free_port()), 'CUDA_VISIBLE_DEVICES': ''}
     options = ['--cfg-options', *vtshapes_options(vtshapes_root), *SHORT]
     train = subprocess.run(['bash', osp.join(TOOLS, 'dist_train.sh'), CONFIG, '2', '--work-dir',
                             work_dir, *options], capture_output=True, text=True, env=env, timeout=600)
