@@ -60,20 +60,44 @@ class Projector(nn.Module):
             x: torch.Tensor,
             tokens: torch.Tensor,
             return_attn: bool = False,
+            overwrite_input: bool = False,
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """
         Args:
             x: Pixels, ``(B, HW, C)``.
             tokens: ``(B, L, C_T)``.
             return_attn: Also return the pixel-to-token attention ``(B, HW, L)``.
+            overwrite_input: The caller no longer needs ``x``: when autograd is not
+                recording (inference), the result is written into ``x``'s memory
+                instead of a new map. Ignored while recording, where ``x`` is
+                saved for the backward pass.
 
         Returns:
             pixels ``(B, HW, C)`` [, attention ``(B, HW, L)``, softmax over L].
         """
         keys = self.key(tokens)  # T W_K: (B, L, D)
-        # W_Q K^T, one C-dim filter per token: (C, D) @ (B, D, L) -> (B, C, L)
-        filters = self.query_weight.t().to(keys.dtype) @ keys.transpose(1, 2)
-        attn = scaled_logits(x, filters.transpose(1, 2), self.scale)  # (B, HW, L)
-        attn = attn.softmax(dim=-1).to(x.dtype)
-        out = x + attn @ self.value(tokens).to(x.dtype)  # (B, HW, L) @ (B, L, C) -> (B, HW, C)
+        # (W_Q K^T)^T, one C-dim filter per token: (B, L, D) @ (D, C) -> (B, L, C)
+        filters = keys @ self.query_weight.to(keys.dtype)
+        # Everything below is evaluated token-/channel-major, i.e. transposed:
+        # logits^T = K W_Q^T X^T and out^T = X^T + V^T A^T. With x a channel-major
+        # view of a (B, C, HW) map (as VisualTransformer and VTFPN pass it) every
+        # operand is then contiguous, the softmax over L is a cheap strided one
+        # over a few rows, and the result is already in the layout of a
+        # (B, C, H, W) map, so no (HW x C) map is copied or transposed.
+        attn = scaled_logits(filters, x, self.scale)  # (B, L, C) @ (B, C, HW) -> (B, L, HW)
+        attn = attn.softmax(dim=1).to(x.dtype)  # softmax over L
+        values = self.value(tokens).to(x.dtype).transpose(1, 2)  # (T W_V)^T: (B, C, L)
+        if torch.is_autocast_enabled(x.device.type):
+            # autocast would run baddbmm, residual included, in low precision;
+            # keep the residual in x's dtype.
+            out = x.transpose(1, 2) + values @ attn  # (B, C, L) @ (B, L, HW) -> (B, C, HW)
+        elif overwrite_input and not torch.is_grad_enabled():
+            # In place, the residual costs no new map at all (the same sums).
+            out = x.transpose(1, 2).baddbmm_(values, attn)  # (B, C, HW)
+        else:
+            # One fused op: a separate matmul and add allocate two (B, C, HW)
+            # temporaries, and on CPU fresh large buffers cost page faults that
+            # take longer than the K = L product itself.
+            out = torch.baddbmm(x.transpose(1, 2), values, attn)  # (B, C, HW)
+        out, attn = out.transpose(1, 2), attn.transpose(1, 2)  # (B, HW, C), (B, HW, L) views
         return (out, attn) if return_attn else out

@@ -24,11 +24,16 @@ def pool_pixels(
         tokens ``(B, L, C)`` and the spatial attention ``A`` ``(B, HW, L)``
         (every column sums to 1 over HW).
     """
-    # The softmax runs in float32 even under autocast: over thousands of pixels
-    # a bfloat16 exponent sum loses the small weights that make up most of A.
-    attn = logits.float().softmax(dim=1).to(x.dtype)  # (B, HW, L)
-    tokens = attn.transpose(1, 2) @ x  # (B, L, HW) @ (B, HW, C) -> (B, L, C)
-    return tokens, attn
+    # The softmax over HW runs along the last axis of the token-major (B, L, HW)
+    # view: the tokenizers compute their logits token-major, so that view is
+    # contiguous and the softmax is the fast last-axis kernel (a softmax over
+    # dim 1 of a (B, HW, L) layout is several times slower on CPU).
+    # It runs in float32 even under autocast: over thousands of pixels a
+    # bfloat16 exponent sum loses the small weights that make up most of A.
+    attn = logits.transpose(1, 2).float().softmax(dim=-1).to(x.dtype)  # (B, HW, L) -> (B, L, HW)
+    # (B, L, HW) @ (B, HW, C) -> (B, L, C); x may be a channel-major view, BLAS reads it transposed.
+    tokens = attn @ x
+    return tokens, attn.transpose(1, 2)  # A as a (B, HW, L) view
 
 
 class _Tokenizer(nn.Module):
@@ -100,7 +105,14 @@ class FilterTokenizer(_Tokenizer):
         Returns:
             tokens ``(B, L, C_T)`` [, attention ``(B, HW, L)``, softmax over HW].
         """
-        return self._tokens(x, self.filters(x), return_attn)  # logits: (B, HW, L)
+        # X W_A evaluated token-major, (B, L, C) @ (B, C, HW) -> (B, L, HW): with x a
+        # channel-major view (as VisualTransformer and VTFPN pass it) both operands
+        # are contiguous, where nn.Linear on that view runs a transposed GEMM ~10x
+        # slower. An explicit bmm, because matmul folds a 2-D weight that requires
+        # grad into that same slow GEMM.
+        filters = self.filters.weight.expand(x.shape[0], -1, -1)  # W_A^T: (L, C) -> (B, L, C)
+        logits = torch.bmm(filters, x.transpose(1, 2))
+        return self._tokens(x, logits.transpose(1, 2), return_attn)  # logits: (B, HW, L) view
 
 
 class RecurrentTokenizer(_Tokenizer):
@@ -147,5 +159,7 @@ class RecurrentTokenizer(_Tokenizer):
             raise ValueError('RecurrentTokenizer needs the previous module\'s tokens; '
                              'use FilterTokenizer for the first VT module')
         filters = self.token_to_filter(tokens)  # W_R: (B, L, C)
-        logits = x @ filters.transpose(1, 2)  # (B, HW, C) @ (B, C, L) -> (B, HW, L)
-        return self._tokens(x, logits, return_attn)
+        # X W_R^T evaluated token-major (see FilterTokenizer.forward):
+        # (B, L, C) @ (B, C, HW) -> (B, L, HW)
+        logits = filters @ x.transpose(1, 2)
+        return self._tokens(x, logits.transpose(1, 2), return_attn)  # logits: (B, HW, L) view

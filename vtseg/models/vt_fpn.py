@@ -96,6 +96,21 @@ class VTFPN(nn.Module):
             Projector(out_channels, token_channels, qk_channels=projector_qk_channels,
                       qk_scale=qk_scale) for _ in range(levels))
 
+    def _add_upsampled(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """FPN's top-down step: ``fine + interpolate(coarse, size=fine.shape[2:])``.
+
+        For nearest interpolation by exactly 2 (every level of an even-sized
+        input) the upsampled map is a broadcast: output pixel (2i + a, 2j + b)
+        reads coarse pixel (i, j). Adding through a broadcasting view gives the
+        same numbers without materialising the upsampled map, which on CPU
+        saves a pass over, and a page-faulting allocation of, the largest map.
+        """
+        b, c, h, w = fine.shape
+        if self.upsample_mode != 'nearest' or (h, w) != (2 * coarse.shape[2], 2 * coarse.shape[3]):
+            return fine + F.interpolate(coarse, size=(h, w), mode=self.upsample_mode)
+        out = fine.view(b, c, h // 2, 2, w // 2, 2) + coarse.view(b, c, h // 2, 1, w // 2, 1)
+        return out.reshape(b, c, h, w)  # (B, C, h/2, 2, w/2, 2) -> (B, C, h, w), a view
+
     def forward(
             self,
             inputs: Sequence[torch.Tensor],
@@ -115,8 +130,7 @@ class VTFPN(nn.Module):
                              f'got {len(inputs)} feature maps')
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(
-                laterals[i], size=laterals[i - 1].shape[2:], mode=self.upsample_mode)
+            laterals[i - 1] = self._add_upsampled(laterals[i - 1], laterals[i])
 
         want = attn_maps is not None
         pixels, tokens, maps = [], [], []
@@ -136,8 +150,11 @@ class VTFPN(nn.Module):
             tokens = [tf(t) for tf, t in zip(self.transformers, tokens)]
 
         outs = []
-        for projector, x, p, t, m in zip(self.projectors, laterals, pixels, tokens, maps):
-            out = projector(p, t, return_attn=want)
+        for projector, x, inp, p, t, m in zip(
+                self.projectors, laterals, inputs, pixels, tokens, maps):
+            # The laterals are this forward's own maps (unless a lateral module
+            # passed its input through): the projector may overwrite them.
+            out = projector(p, t, return_attn=want, overwrite_input=x is not inp)
             p, m['projector'] = out if want else (out, None)  # (B, H_i*W_i, C)
             outs.append(p.transpose(1, 2).reshape(x.shape))  # (B, H_i*W_i, C) -> (B, C, H_i, W_i)
         if want:

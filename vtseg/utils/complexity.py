@@ -31,6 +31,13 @@ class Complexity:
     paper_gmacs: Optional[float] = None
 
 
+def _baddbmm_flop_jit(inputs: list, outputs: list) -> int:
+    """``aten::baddbmm[_](self, batch1, batch2, beta, alpha)``: the multiply-adds of
+    ``batch1 @ batch2``, as mmengine counts ``bmm`` (it has no baddbmm handle)."""
+    from mmengine.analysis.jit_handles import bmm_flop_jit
+    return bmm_flop_jit(inputs[1:3], outputs)
+
+
 def measure(
         model: nn.Module,
         inputs: Tuple,
@@ -42,6 +49,9 @@ def measure(
     model.eval()
     with torch.no_grad():
         analyzer = FlopAnalyzer(model, inputs)
+        # the projector's fused residual (in place during inference)
+        analyzer.set_op_handle('aten::baddbmm', _baddbmm_flop_jit)
+        analyzer.set_op_handle('aten::baddbmm_', _baddbmm_flop_jit)
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
         gmacs = analyzer.total() / 1e9

@@ -1,0 +1,68 @@
+"""VTFPN's speed paths (broadcast top-down sum, projector writing into the laterals during
+inference) give the numbers of the plain formulation, and the MAC count still sees them."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vtseg.models import VTFPN
+from vtseg.utils.complexity import measure
+
+IN_CHANNELS = [8, 16, 32, 64]
+
+
+def make(**kwargs) -> VTFPN:
+    torch.manual_seed(0)
+    return VTFPN(IN_CHANNELS, out_channels=12, num_outs=4, num_tokens=3, token_channels=20, **kwargs)
+
+
+def pyramid(sizes=(32, 16, 8, 4)):
+    return [torch.randn(2, c, s, s) for c, s in zip(IN_CHANNELS, sizes)]
+
+
+def test_top_down_sum_equals_interpolation():
+    neck = make()
+    for fine, coarse in [((2, 12, 16, 16), (2, 12, 8, 8)),  # exact 2x: broadcast
+                         ((1, 12, 15, 9), (1, 12, 8, 5))]:  # odd: interpolation
+        f, c = torch.randn(fine), torch.randn(coarse)
+        torch.testing.assert_close(neck._add_upsampled(f, c),
+                                   f + F.interpolate(c, size=fine[2:], mode='nearest'))
+    f = torch.randn(1, 12, 16, 16).contiguous(memory_format=torch.channels_last)
+    c = torch.randn(1, 12, 8, 8)
+    torch.testing.assert_close(neck._add_upsampled(f, c), f + F.interpolate(c, size=(16, 16)))
+
+
+def test_inference_equals_the_recorded_forward():
+    neck = make().eval()
+    feats = pyramid()
+    expected = neck(feats)  # autograd recording: nothing is overwritten
+    copies = [f.clone() for f in feats]
+    with torch.no_grad():
+        got = neck(feats)  # the projectors write into the laterals
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+    for f, c in zip(feats, copies):
+        torch.testing.assert_close(f, c)  # the caller's maps are never written
+
+
+def test_a_pass_through_lateral_keeps_the_callers_map():
+    neck = VTFPN([12, 12], out_channels=12, num_outs=2, num_tokens=3, token_channels=20,
+                 lateral_conv=lambda cin, cout: nn.Identity())
+    feats = [torch.randn(1, 12, 8, 8), torch.randn(1, 12, 4, 4)]
+    copies = [f.clone() for f in feats]
+    with torch.no_grad():
+        neck(feats)
+    for f, c in zip(feats, copies):
+        torch.testing.assert_close(f, c)
+
+
+def test_macs_count_the_fused_projector_residual():
+    from mmengine.analysis import FlopAnalyzer
+    neck = make().eval()
+    feats = pyramid()
+    with torch.no_grad():
+        plain = FlopAnalyzer(neck, (feats,))
+        plain.unsupported_ops_warnings(False)
+        plain_macs = plain.total()  # mmengine has no baddbmm handle
+    # the projectors' (B, C, L) @ (B, L, HW) products, which run as baddbmm
+    projector_out = 2 * 12 * 3 * sum(s * s for s in (32, 16, 8, 4))
+    assert measure(neck, (feats,)).gmacs * 1e9 == plain_macs + projector_out
