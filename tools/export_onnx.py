@@ -1,0 +1,156 @@
+"""Export a VT segmentor (mmseg config) or a VT-ResNet classifier to ONNX and check it
+on onnxruntime.
+
+A segmentor is exported as its 'whole' inference: normalised image ``(N, 3, H, W)``
+-> class logits ``(N, num_classes, H, W)`` (what ``mode='predict'`` computes before
+its arg-max). A classifier: image ``(N, 3, H, W)`` -> logits ``(N, num_classes)``.
+After export the graph runs on onnxruntime (CPU) and its outputs are compared with
+PyTorch's on a random input; the tool fails if they differ by more than ``--atol``
+(times the largest output magnitude where that exceeds 1).
+
+Examples::
+
+    python tools/export_onnx.py configs/coco_stuff/vt-fpn_r50_8xb4-45k_coco-stuff164k-512x512.py \\
+        --checkpoint work_dirs/vt-fpn_r50/iter_45000.pth --shape 512 512
+    python tools/export_onnx.py vt_resnet50 --checkpoint vt_r50.pth --shape 224 --dynamic
+"""
+import argparse
+import os.path as osp
+import sys
+from importlib.util import find_spec
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+
+from vtseg.utils.export import (DEFAULT_OPSET, SegmentorLogits, export_onnx, max_abs_diff,
+                                onnx_session, run_onnx)
+
+CLASSIFIERS = ('vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Export a VT model to ONNX and verify it')
+    parser.add_argument('model', help=f'segmentor config file, or one of {", ".join(CLASSIFIERS)}')
+    parser.add_argument('--checkpoint', default=None, help='weights to load (default: random init)')
+    parser.add_argument('--out', default=None,
+                        help='output .onnx file (default: work_dirs/onnx/<model>_<H>x<W>.onnx)')
+    parser.add_argument('--shape', type=int, nargs='+', default=None,
+                        help='input H [W] (default: 512 for configs, 224 for classifiers)')
+    parser.add_argument('--batch', type=int, default=1, help='batch size of the example input')
+    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help='ONNX opset version')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='classifiers: leave batch, height and width symbolic')
+    parser.add_argument('--num-classes', type=int, default=None,
+                        help='classifier outputs (default 1000), or the segmentor\'s '
+                        'decode_head.num_classes')
+    parser.add_argument('--no-verify', action='store_true', help='skip the onnxruntime check')
+    parser.add_argument('--atol', type=float, default=1e-4,
+                        help='largest accepted |PyTorch - onnxruntime| of any output value, '
+                        'relative to the largest |output| where that exceeds 1')
+    args = parser.parse_args(argv)
+    if args.shape is not None and len(args.shape) not in (1, 2):
+        parser.error('--shape takes H or H W')
+    if args.batch < 1:
+        parser.error('--batch must be >= 1')
+    return args
+
+
+def fail(message: str) -> None:
+    raise SystemExit(f'error: {message}')
+
+
+def build(args: argparse.Namespace) -> Tuple[nn.Module, str, bool]:
+    """(module to export, display name, is_segmentor)."""
+    if args.model.endswith('.py'):
+        if not osp.isfile(args.model):
+            fail(f'config file not found: {args.model}')
+        from mmengine.config import Config
+        from mmengine.model import revert_sync_batchnorm
+        from mmengine.registry import init_default_scope
+        from mmseg.registry import MODELS
+        import vtseg  # noqa: F401  (registers VTResNet / VTFPN)
+        cfg = Config.fromfile(args.model)
+        init_default_scope(cfg.get('default_scope', 'mmseg'))
+        model_cfg = cfg.model
+        if model_cfg.get('type') not in ('EncoderDecoder', 'CascadeEncoderDecoder'):
+            fail(f'{args.model} is not an mmseg segmentor config (model type '
+                 f'{model_cfg.get("type")!r}); classifiers export by name: '
+                 f'{", ".join(CLASSIFIERS)}')
+        model_cfg.pop('pretrained', None)  # weights come from --checkpoint, nothing is downloaded
+        model_cfg.get('backbone', {}).pop('init_cfg', None)
+        if args.num_classes is not None:
+            model_cfg.decode_head.num_classes = args.num_classes
+        model = revert_sync_batchnorm(MODELS.build(model_cfg))  # SyncBN has no ONNX form
+        load(model, args.checkpoint)
+        return SegmentorLogits(model), osp.splitext(osp.basename(args.model))[0], True
+    if args.model not in CLASSIFIERS:
+        fail(f'unknown model {args.model!r}: give a segmentor config (.py) or one of '
+             f'{", ".join(CLASSIFIERS)}')
+    import vtseg.models
+    model = getattr(vtseg.models, args.model)(num_classes=args.num_classes or 1000)
+    load(model, args.checkpoint)
+    return model, args.model, False
+
+
+def load(model: nn.Module, checkpoint: str) -> None:
+    if checkpoint is None:
+        return
+    if not osp.isfile(checkpoint):
+        fail(f'checkpoint not found: {checkpoint}')
+    from mmengine.runner import load_checkpoint
+    import vtseg  # noqa: F401  (allows mmengine checkpoints under torch's weights_only loading)
+    try:
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
+    except (RuntimeError, KeyError) as e:
+        fail(f'{checkpoint} does not fit {type(model).__name__}: {str(e).splitlines()[0]}')
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if find_spec('onnx') is None:
+        fail('onnx is not installed: pip install onnx onnxruntime (or pip install -e .[onnx])')
+    verify = not args.no_verify
+    if verify and find_spec('onnxruntime') is None:
+        fail('onnxruntime is not installed (pip install onnxruntime), or pass --no-verify')
+    model, name, segmentor = build(args)
+    model.eval()
+    shape = args.shape or [512 if segmentor else 224]
+    h, w = (shape * 2)[:2]
+    out = args.out or osp.join('work_dirs', 'onnx', f'{name}_{h}x{w}.onnx')
+    if segmentor and args.dynamic:
+        fail('--dynamic is for classifiers; a segmentor graph is exported for one input size')
+    output_name = 'seg_logits' if segmentor else 'logits'
+    dynamic = ({'input': {0: 'batch', 2: 'height', 3: 'width'}, output_name: {0: 'batch'}}
+               if args.dynamic else None)
+    x = torch.randn(args.batch, 3, h, w, generator=torch.Generator().manual_seed(0))
+    export_onnx(model, (x,), out, opset=args.opset, input_names=['input'],
+                output_names=[output_name], dynamic_axes=dynamic)
+    print(f'{name}: exported {out} (opset {args.opset}, input {args.batch}x3x{h}x{w}'
+          f'{", dynamic batch/size" if args.dynamic else ""})')
+    if not verify:
+        return
+    session = onnx_session(out)
+    # a different random input than the traced one, so nothing traced as constant goes unnoticed
+    checks = [torch.randn(args.batch, 3, h, w, generator=torch.Generator().manual_seed(1))]
+    if args.dynamic:
+        checks.append(torch.randn(args.batch + 1, 3, h + 32, w - 32 if w > 64 else w + 32,
+                                  generator=torch.Generator().manual_seed(2)))
+    for inp in checks:
+        with torch.no_grad():
+            expected = model(inp)
+        diff, scale = max_abs_diff(expected, run_onnx(session, [inp]))
+        # --atol is absolute for outputs up to 1 in magnitude and relative to the
+        # largest output beyond (float32 keeps ~7 digits of whatever scale it holds).
+        limit = args.atol * max(1.0, scale)
+        shape_str = 'x'.join(map(str, inp.shape))
+        if diff > limit:
+            fail(f'onnxruntime output differs from PyTorch by {diff:.3g} > {limit:.3g} '
+                 f'(--atol {args.atol:g} x max(1, max|output| = {scale:.3g})) '
+                 f'on a {shape_str} input')
+        print(f'{name}: onnxruntime matches PyTorch on a {shape_str} input: max |diff| {diff:.2e} '
+              f'<= {limit:.2e} (--atol {args.atol:g} x max(1, max|output| = {scale:.3g}))')
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""Side-by-side speed of VT models and their baselines (library part of ``tools/benchmark.py``).
+
+A *pair* is a VT model and the model it replaces, run on the same inputs:
+
+================= ======================================== ===================================
+pair              VT model                                 baseline
+================= ======================================== ===================================
+resnet18-bs1/16   VT-ResNet-18 classifier, 224x224          torchvision ResNet-18
+resnet50-bs1/16   VT-ResNet-50 classifier, 224x224          torchvision ResNet-50
+fpn-neck          VT-FPN neck on R-50 C2-C5 of a 512x512    mmseg ``FPN`` neck
+segmentor         VT-FPN R-50 whole inference, 512x512      Semantic FPN R-50 (mmseg)
+segmentor-train   VT-FPN R-50 forward + backward, 512x512   Semantic FPN R-50
+================= ======================================== ===================================
+
+Timing alternates the two models call by call (and swaps which goes first every
+round), so that load from other processes on a shared machine falls on both
+alike; the ratios VT / baseline are what such a run can be trusted for.
+"""
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    'PairSpec', 'PAIRS', 'TARGETS', 'Side', 'build_side', 'time_interleaved', 'summarize',
+    'percentile', 'ratios', 'check_targets', 'markdown_report', 'cpu_peak_memory_mib',
+    'cuda_peak_memory_mib', 'SEGMENTOR_CONFIGS',
+]
+
+# The repository's model configs: Semantic FPN R-50 and the same with VTFPN as its neck.
+SEGMENTOR_CONFIGS = dict(vt='configs/_base_/models/vt-fpn_r50.py',
+                         baseline='configs/_base_/models/fpn_r50.py')
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """What one pair runs.
+
+    Args:
+        name: Pair id used on the command line.
+        kind: ``'resnet'``, ``'neck'`` or ``'segmentor'``.
+        batch: Images per call.
+        size: Image side (the neck gets ResNet-50 feature maps of such an image).
+        train: Time a training step (forward + backward) instead of inference.
+        depth: ResNet depth of a ``'resnet'`` pair.
+    """
+    name: str
+    kind: str
+    batch: int
+    size: int
+    train: bool = False
+    depth: int = 0
+
+    def quick(self) -> 'PairSpec':
+        """Tiny sizes for tests: 32x32 classifiers, 64x64 dense models, batch <= 2."""
+        return PairSpec(self.name, self.kind, min(self.batch, 2),
+                        32 if self.kind == 'resnet' else 64, self.train, self.depth)
+
+    @property
+    def task(self) -> str:
+        return 'training step' if self.train else 'inference'
+
+
+PAIRS: Dict[str, PairSpec] = {p.name: p for p in [
+    PairSpec('resnet18-bs1', 'resnet', 1, 224, depth=18),
+    PairSpec('resnet18-bs16', 'resnet', 16, 224, depth=18),
+    PairSpec('resnet50-bs1', 'resnet', 1, 224, depth=50),
+    PairSpec('resnet50-bs16', 'resnet', 16, 224, depth=50),
+    PairSpec('fpn-neck', 'neck', 1, 512),
+    PairSpec('segmentor', 'segmentor', 1, 512),
+    # mmseg's 512x512 Semantic FPN configs train with 2 images per GPU.
+    PairSpec('segmentor-train', 'segmentor', 2, 512, train=True),
+]}
+
+# Issue 7's targets: (pair, metric, largest acceptable VT / baseline ratio).
+TARGETS: List[Tuple[str, str, float]] = [
+    ('fpn-neck', 'median_ms', 0.25),
+    ('segmentor', 'median_ms', 0.8),
+    ('segmentor-train', 'median_ms', 0.9),
+    ('segmentor-train', 'peak_mem_mib', 1.0),
+    ('resnet50-bs1', 'median_ms', 0.9),
+    ('resnet50-bs16', 'median_ms', 0.9),
+]
+
+RATIO_METRICS = ('params_m', 'gmacs', 'median_ms', 'p90_ms', 'images_per_s', 'peak_mem_mib',
+                 'onnx_median_ms')
+
+
+@dataclass
+class Side:
+    """One model of a pair, ready to run.
+
+    Args:
+        label: Display name, e.g. ``'VT-ResNet-50'``.
+        model: The module (its parameters are counted).
+        step: Runs one timed call (inference, or forward + backward).
+        flops_model: Module whose ``forward(*flops_inputs)`` is the counted forward pass.
+        flops_inputs: Its inputs.
+        export: ``(module, inputs)`` to export to ONNX, ``None`` for training steps.
+    """
+    label: str
+    model: nn.Module
+    step: Callable[[], None]
+    flops_model: nn.Module
+    flops_inputs: Tuple
+    export: Optional[Tuple[nn.Module, Tuple[torch.Tensor, ...]]] = None
+    extra: dict = field(default_factory=dict)
+
+
+class _Call(nn.Module):
+    """``forward(x)`` -> ``fn(x)``: a module view of a bound method (for counting and export)."""
+
+    def __init__(self, model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.fn = fn
+        self.train(model.training)
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def resnet50_feature_shapes(size: int, batch: int) -> List[Tuple[int, ...]]:
+    """Shapes of ResNet-50's C2-C5 for a ``size`` x ``size`` image (strides 4..32, rounded up
+    as ResNet's padded convolutions do)."""
+    return [(batch, c, math.ceil(size / s), math.ceil(size / s))
+            for c, s in zip((256, 512, 1024, 2048), (4, 8, 16, 32))]
+
+
+def _segmentor_cfg(path: str, num_classes: Optional[int]):
+    from mmengine.config import Config
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'segmentor config not found: {path}')
+    cfg = Config.fromfile(path).model
+    cfg.pop('pretrained', None)  # nothing is downloaded: timing needs no trained weights
+    cfg.get('backbone', {}).pop('init_cfg', None)
+    if num_classes is not None:
+        cfg.decode_head.num_classes = num_classes
+    return cfg
+
+
+def build_side(
+        spec: PairSpec,
+        side: str,
+        device: torch.device,
+        segmentor_configs: Optional[Dict[str, str]] = None,
+        num_classes: Optional[int] = None,
+) -> Side:
+    """Build one model of a pair with its inputs (seeded: both sides and every process
+    get the same inputs).
+
+    Args:
+        spec: The pair.
+        side: ``'vt'`` or ``'baseline'``.
+        device: Where to run.
+        segmentor_configs: ``{'vt': path, 'baseline': path}`` model configs of the
+            segmentor pairs (default :data:`SEGMENTOR_CONFIGS`).
+        num_classes: Override the segmentors' ``decode_head.num_classes``.
+    """
+    if side not in ('vt', 'baseline'):
+        raise ValueError(f"side must be 'vt' or 'baseline', got {side!r}")
+    vt = side == 'vt'
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    if spec.kind == 'resnet':
+        import torchvision
+        from vtseg.models import VTResNet
+        model = (VTResNet(depth=spec.depth) if vt
+                 else getattr(torchvision.models, f'resnet{spec.depth}')())
+        label = f'VT-ResNet-{spec.depth}' if vt else f'ResNet-{spec.depth}'
+        model = model.to(device).eval()
+        x = torch.randn(spec.batch, 3, spec.size, spec.size, generator=gen).to(device)
+
+        def step() -> None:
+            with torch.no_grad():
+                model(x)
+        return Side(label, model, step, model, (x,), export=(model, (x,)))
+
+    if spec.kind == 'neck':
+        from mmengine.registry import init_default_scope
+        from mmseg.registry import MODELS
+        import vtseg  # noqa: F401  (registers VTFPN)
+        init_default_scope('mmseg')
+        cfg = dict(type='VTFPN' if vt else 'FPN', in_channels=[256, 512, 1024, 2048],
+                   out_channels=256, num_outs=4)
+        if vt:
+            cfg.update(num_tokens=8, token_channels=1024)  # the paper's VT-FPN
+        model = MODELS.build(cfg)
+        model = model.to(device).eval()
+        feats = [torch.randn(s, generator=gen).to(device)
+                 for s in resnet50_feature_shapes(spec.size, spec.batch)]
+        wrapped = _Call(model, lambda *xs: model(list(xs)))
+
+        def step() -> None:
+            with torch.no_grad():
+                model(feats)
+        return Side('VT-FPN neck' if vt else 'FPN neck', model, step, model, (feats,),
+                    export=(wrapped, tuple(feats)))
+
+    if spec.kind == 'segmentor':
+        from mmengine.model import revert_sync_batchnorm
+        from mmengine.registry import init_default_scope
+        from mmengine.structures import PixelData
+        from mmseg.registry import MODELS
+        from mmseg.structures import SegDataSample
+        import vtseg  # noqa: F401
+        configs = dict(SEGMENTOR_CONFIGS, **(segmentor_configs or {}))
+        cfg = _segmentor_cfg(configs[side], num_classes)
+        init_default_scope('mmseg')
+        model = revert_sync_batchnorm(MODELS.build(cfg))  # one process: SyncBN -> BN
+        model = model.to(device)
+        n, s = spec.batch, spec.size
+        x = torch.randn(n, 3, s, s, generator=gen).to(device)
+        classes = model.decode_head.num_classes
+        meta = dict(img_shape=(s, s), ori_shape=(s, s), pad_shape=(s, s))
+        metas = [dict(meta) for _ in range(n)]
+        label = 'VT-FPN R-50' if vt else 'Semantic FPN R-50'
+        logits = _Call(model, lambda img: model.encode_decode(img, metas))
+        if spec.train:
+            samples = []
+            for _ in range(n):
+                sample = SegDataSample(metainfo=dict(meta))
+                sample.gt_sem_seg = PixelData(
+                    data=torch.randint(0, classes, (1, s, s), generator=gen).to(device))
+                samples.append(sample)
+            model.train()
+
+            def step() -> None:
+                model.zero_grad(set_to_none=True)
+                loss, _ = model.parse_losses(model.loss(x, samples))
+                loss.backward()
+            # the counted forward is the inference one (backward costs about twice that)
+            return Side(label, model, step, logits, (x,))
+        model.eval()
+
+        def step() -> None:
+            with torch.no_grad():
+                model.encode_decode(x, metas)  # 'whole' inference: logits at input size
+        return Side(label, model, step, logits, (x,), export=(logits, (x,)))
+    raise ValueError(f'unknown pair kind {spec.kind!r}')
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+        steps: Dict[str, Callable[[], None]],
+        repeats: int,
+        warmup: int,
+        device: torch.device = torch.device('cpu'),
+) -> Dict[str, List[float]]:
+    """Seconds per call of every step, run in alternation.
+
+    Each round calls every step once; the order is reversed every other round so
+    neither side always runs right after the other's cache and allocator traffic.
+
+    Args:
+        steps: Name -> callable.
+        repeats: Timed rounds.
+        warmup: Untimed rounds first.
+        device: CUDA timings synchronise before and after each call.
+
+    Returns:
+        Name -> ``repeats`` durations in seconds, in call order.
+    """
+    names = list(steps)
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(warmup + repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            _sync(device)
+            start = time.perf_counter()
+            steps[name]()
+            _sync(device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile, linearly interpolated between order statistics (numpy's default)."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summarize(seconds: Sequence[float], batch: int) -> dict:
+    """Median and p90 latency (ms) and images/s (at the median) of per-call durations."""
+    median = statistics.median(seconds) * 1e3
+    return dict(median_ms=median, p90_ms=percentile(seconds, 90) * 1e3,
+                images_per_s=batch * 1e3 / median, times_ms=[t * 1e3 for t in seconds])
+
+
+def ratios(vt: dict, baseline: dict) -> Dict[str, float]:
+    """VT / baseline for every metric both sides measured (images/s: > 1 means VT is faster)."""
+    return {k: vt[k] / baseline[k] for k in RATIO_METRICS
+            if vt.get(k) is not None and baseline.get(k)}
+
+
+def check_targets(pairs: Sequence[dict]) -> List[dict]:
+    """The issue's targets that the measured pairs allow to check."""
+    by_name = {p['name']: p for p in pairs}
+    out = []
+    for name, metric, limit in TARGETS:
+        ratio = by_name.get(name, {}).get('ratio', {}).get(metric)
+        if ratio is not None:
+            out.append(dict(pair=name, metric=metric, max_ratio=limit, ratio=ratio,
+                            met=ratio <= limit))
+    return out
+
+
+def _status_mib() -> Dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of this process, MiB, from /proc/self/status."""
+    values = {}
+    with open('/proc/self/status') as f:
+        for line in f:
+            key, _, rest = line.partition(':')
+            if key in ('VmRSS', 'VmHWM'):
+                values[key] = int(rest.split()[0]) / 1024  # kB -> MiB
+    return values
+
+
+def cpu_peak_memory_mib(step: Callable[[], None], calls: int = 2) -> Tuple[float, str]:
+    """Peak resident memory that ``step`` adds on top of what the process already holds.
+
+    torch's CPU allocations are plain malloc/mmap, invisible to ``tracemalloc``, so
+    this reads the kernel's counters: reset the peak-RSS mark (``VmHWM``) by writing
+    5 to ``/proc/self/clear_refs``, note the RSS, run ``step`` ``calls`` times (the
+    first call also allocates gradients and lazily built kernels), and report
+    ``VmHWM - RSS``. Where the mark cannot be reset it falls back to the
+    ``getrusage`` peak minus the RSS before the calls (an underestimate if the
+    process peaked earlier). Run it in a fresh process per model, with
+    ``MALLOC_MMAP_THRESHOLD_`` low so that freed tensors leave the RSS.
+
+    Returns:
+        ``(MiB, method)``.
+    """
+    import gc
+    import resource
+    gc.collect()
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        method = 'VmHWM-reset'
+    except OSError:
+        method = 'ru_maxrss'
+    before = _status_mib()['VmRSS']
+    for _ in range(calls):
+        step()
+    if method == 'VmHWM-reset':
+        peak = _status_mib()['VmHWM']
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return max(peak - before, 0.0), method
+
+
+def cuda_peak_memory_mib(step: Callable[[], None], device: torch.device,
+                         calls: int = 2) -> float:
+    """Peak CUDA memory allocated by ``step`` above what was allocated before it, MiB."""
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(calls):
+        step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
+
+
+def _fmt(value: Optional[float], digits: int = 1) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def markdown_report(result: dict) -> str:
+    """The result of ``tools/benchmark.py`` as markdown: machine line, table, targets."""
+    m = result['machine']
+    lines = [
+        f"Device: {m['device_name']} ({m['device']}), {m['threads']} torch thread(s), "
+        f"host {m['host']}, torch {m['torch']}; {result['settings']['repeats']} interleaved "
+        f"repeats after {result['settings']['warmup']} warm-up; peak memory: "
+        f"{result['settings']['memory_method']}.",
+        '',
+    ]
+    onnx = any('onnx_median_ms' in p['vt'] for p in result['pairs'])
+    head = ('| pair | task | model | input | params (M) | GMACs | median ms | p90 ms | img/s '
+            '| peak mem (MiB) |' + (' ORT median ms |' if onnx else ''))
+    lines += [head, '|' + '---|' * 4 + '---:|' * (6 + onnx)]
+    for p in result['pairs']:
+        for key in ('vt', 'baseline'):
+            s = p[key]
+            row = (f"| {p['name']} | {p['task']} | {s['model']} | {p['input']} "
+                   f"| {_fmt(s['params_m'], 2)} | {_fmt(s['gmacs'], 2)} | {_fmt(s['median_ms'])} "
+                   f"| {_fmt(s['p90_ms'])} | {_fmt(s['images_per_s'], 2)} "
+                   f"| {_fmt(s.get('peak_mem_mib'))} |")
+            lines.append(row + (f" {_fmt(s.get('onnx_median_ms'))} |" if onnx else ''))
+        r = p['ratio']
+        row = (f"| {p['name']} | | **ratio VT / baseline** | | {_fmt(r.get('params_m'), 2)} "
+               f"| {_fmt(r.get('gmacs'), 2)} | **{_fmt(r.get('median_ms'), 2)}** "
+               f"| {_fmt(r.get('p90_ms'), 2)} | {_fmt(r.get('images_per_s'), 2)} "
+               f"| {_fmt(r.get('peak_mem_mib'), 2)} |")
+        lines.append(row + (f" {_fmt(r.get('onnx_median_ms'), 2)} |" if onnx else ''))
+    if result['targets']:
+        lines += ['', '| target | VT / baseline | limit | met |', '|---|---:|---:|---|']
+        for t in result['targets']:
+            lines.append(f"| {t['pair']} {t['metric']} | {t['ratio']:.2f} | {t['max_ratio']:.2f} "
+                         f"| {'yes' if t['met'] else 'NO'} |")
+    return '\n'.join(lines) + '\n'
