@@ -22,24 +22,33 @@ Examples::
 
 Results go to ``--out-dir`` as ``<name>.json`` and ``<name>.md``.
 """
-import argparse
-import gc
-import json
 import os
-import os.path as osp
-import platform
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from typing import Optional
 
-import torch
+# Idle OpenMP workers sleep instead of spinning. On a machine shared with other
+# processes (the 2-core CI box this was written on) spinning workers steal the
+# cores their own team waits for, and with 2 threads every model ran 10-25x
+# slower. Read when torch loads OpenMP, so set before importing torch; an
+# explicit setting in the environment wins. Recorded in the results.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from vtseg.utils.benchmark import (PAIRS, SEGMENTOR_CONFIGS, PairSpec, Side, build_side,
-                                   check_targets, cpu_peak_memory_mib, cuda_peak_memory_mib,
-                                   markdown_report, ratios, summarize, time_interleaved)
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import os.path as osp  # noqa: E402
+import platform  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import torch  # noqa: E402
+
+from vtseg.utils.benchmark import (PAIRS, SEGMENTOR_CONFIGS, PairSpec, Side,  # noqa: E402
+                                   build_side, check_targets, cpu_peak_memory_mib,
+                                   cuda_peak_memory_mib, markdown_report, ratios, summarize,
+                                   time_interleaved)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -219,6 +228,7 @@ def machine(device: torch.device) -> dict:
         pass
     info = dict(host=socket.gethostname(), device=device.type, cpu=cpu, cores=os.cpu_count(),
                 threads=torch.get_num_threads(), torch=torch.__version__,
+                omp_wait_policy=os.environ.get('OMP_WAIT_POLICY'),
                 python=platform.python_version(), date=time.strftime('%Y-%m-%d %H:%M:%S %z'))
     info['device_name'] = (torch.cuda.get_device_name(device) if device.type == 'cuda'
                            else f'{cpu}, {info["cores"]} cores')

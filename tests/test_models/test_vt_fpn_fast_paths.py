@@ -21,14 +21,18 @@ def pyramid(sizes=(32, 16, 8, 4)):
 
 def test_top_down_sum_equals_interpolation():
     neck = make()
-    for fine, coarse in [((2, 12, 16, 16), (2, 12, 8, 8)),  # exact 2x: broadcast
-                         ((1, 12, 15, 9), (1, 12, 8, 5))]:  # odd: interpolation
-        f, c = torch.randn(fine), torch.randn(coarse)
-        torch.testing.assert_close(neck._add_upsampled(f, c),
-                                   f + F.interpolate(c, size=fine[2:], mode='nearest'))
-    f = torch.randn(1, 12, 16, 16).contiguous(memory_format=torch.channels_last)
-    c = torch.randn(1, 12, 8, 8)
-    torch.testing.assert_close(neck._add_upsampled(f, c), f + F.interpolate(c, size=(16, 16)))
+    cases = [(torch.randn(2, 12, 16, 16), torch.randn(2, 12, 8, 8)),  # exact 2x: broadcast
+             (torch.randn(1, 12, 15, 9), torch.randn(1, 12, 8, 5)),  # odd: interpolation
+             (torch.randn(1, 12, 16, 16).contiguous(memory_format=torch.channels_last),
+              torch.randn(1, 12, 8, 8))]
+    for fine, coarse in cases:
+        expected = fine + F.interpolate(coarse, size=fine.shape[2:], mode='nearest')
+        torch.testing.assert_close(neck._add_upsampled(fine, coarse), expected)
+        torch.testing.assert_close(neck._add_upsampled(fine, coarse, True), expected)  # recording
+        with torch.no_grad():
+            out = neck._add_upsampled(fine, coarse, overwrite_fine=True)
+        torch.testing.assert_close(out, expected)
+        assert out.data_ptr() == fine.data_ptr()  # written into fine, no new map
 
 
 def test_inference_equals_the_recorded_forward():

@@ -70,7 +70,7 @@ class Projector(nn.Module):
             overwrite_input: The caller no longer needs ``x``: when autograd is not
                 recording (inference), the result is written into ``x``'s memory
                 instead of a new map. Ignored while recording, where ``x`` is
-                saved for the backward pass.
+                saved for the backward pass, and while tracing.
 
         Returns:
             pixels ``(B, HW, C)`` [, attention ``(B, HW, L)``, softmax over L].
@@ -91,8 +91,9 @@ class Projector(nn.Module):
             # autocast would run baddbmm, residual included, in low precision;
             # keep the residual in x's dtype.
             out = x.transpose(1, 2) + values @ attn  # (B, C, L) @ (B, L, HW) -> (B, C, HW)
-        elif overwrite_input and not torch.is_grad_enabled():
-            # In place, the residual costs no new map at all (the same sums).
+        elif overwrite_input and not torch.is_grad_enabled() and not torch.jit.is_tracing():
+            # In place, the residual costs no new map at all (the same sums). Not
+            # while tracing for export: traced graphs do not carry writes through views.
             out = x.transpose(1, 2).baddbmm_(values, attn)  # (B, C, HW)
         else:
             # One fused op: a separate matmul and add allocate two (B, C, HW)

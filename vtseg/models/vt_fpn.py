@@ -96,7 +96,12 @@ class VTFPN(nn.Module):
             Projector(out_channels, token_channels, qk_channels=projector_qk_channels,
                       qk_scale=qk_scale) for _ in range(levels))
 
-    def _add_upsampled(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    def _add_upsampled(
+            self,
+            fine: torch.Tensor,
+            coarse: torch.Tensor,
+            overwrite_fine: bool = False,
+    ) -> torch.Tensor:
         """FPN's top-down step: ``fine + interpolate(coarse, size=fine.shape[2:])``.
 
         For nearest interpolation by exactly 2 (every level of an even-sized
@@ -104,12 +109,20 @@ class VTFPN(nn.Module):
         reads coarse pixel (i, j). Adding through a broadcasting view gives the
         same numbers without materialising the upsampled map, which on CPU
         saves a pass over, and a page-faulting allocation of, the largest map.
+        With ``overwrite_fine`` and autograd off (inference) the sum is written
+        into ``fine`` and no new map is allocated at all.
         """
         b, c, h, w = fine.shape
+        # (not while tracing for export: traced graphs do not carry writes through views)
+        inplace = overwrite_fine and not torch.is_grad_enabled() and not torch.jit.is_tracing()
         if self.upsample_mode != 'nearest' or (h, w) != (2 * coarse.shape[2], 2 * coarse.shape[3]):
-            return fine + F.interpolate(coarse, size=(h, w), mode=self.upsample_mode)
-        out = fine.view(b, c, h // 2, 2, w // 2, 2) + coarse.view(b, c, h // 2, 1, w // 2, 1)
-        return out.reshape(b, c, h, w)  # (B, C, h/2, 2, w/2, 2) -> (B, C, h, w), a view
+            up = F.interpolate(coarse, size=(h, w), mode=self.upsample_mode)
+            return fine.add_(up) if inplace else fine + up
+        fine6 = fine.view(b, c, h // 2, 2, w // 2, 2)
+        coarse6 = coarse.view(b, c, h // 2, 1, w // 2, 1)
+        if inplace:
+            return fine6.add_(coarse6).view(b, c, h, w)  # fine's own memory
+        return (fine6 + coarse6).reshape(b, c, h, w)  # (B, C, h/2, 2, w/2, 2) -> (B, C, h, w), a view
 
     def forward(
             self,
@@ -129,8 +142,11 @@ class VTFPN(nn.Module):
             raise ValueError(f'VTFPN was built for {len(self.in_channels)} levels, '
                              f'got {len(inputs)} feature maps')
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
+        # The laterals are this forward's own maps (unless a lateral module passed
+        # its input through): during inference they may be overwritten in place.
+        owned = [lat is not x for lat, x in zip(laterals, inputs)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = self._add_upsampled(laterals[i - 1], laterals[i])
+            laterals[i - 1] = self._add_upsampled(laterals[i - 1], laterals[i], owned[i - 1])
 
         want = attn_maps is not None
         pixels, tokens, maps = [], [], []
@@ -150,11 +166,8 @@ class VTFPN(nn.Module):
             tokens = [tf(t) for tf, t in zip(self.transformers, tokens)]
 
         outs = []
-        for projector, x, inp, p, t, m in zip(
-                self.projectors, laterals, inputs, pixels, tokens, maps):
-            # The laterals are this forward's own maps (unless a lateral module
-            # passed its input through): the projector may overwrite them.
-            out = projector(p, t, return_attn=want, overwrite_input=x is not inp)
+        for projector, x, own, p, t, m in zip(self.projectors, laterals, owned, pixels, tokens, maps):
+            out = projector(p, t, return_attn=want, overwrite_input=own)
             p, m['projector'] = out if want else (out, None)  # (B, H_i*W_i, C)
             outs.append(p.transpose(1, 2).reshape(x.shape))  # (B, H_i*W_i, C) -> (B, C, H_i, W_i)
         if want:

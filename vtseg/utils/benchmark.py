@@ -381,7 +381,8 @@ def markdown_report(result: dict) -> str:
     """The result of ``tools/benchmark.py`` as markdown: machine line, table, targets."""
     m = result['machine']
     lines = [
-        f"Device: {m['device_name']} ({m['device']}), {m['threads']} torch thread(s), "
+        f"Device: {m['device_name']} ({m['device']}), {m['threads']} torch thread(s)"
+        + (f" (OMP_WAIT_POLICY={m['omp_wait_policy']})" if m.get('omp_wait_policy') else '') + ', '
         f"host {m['host']}, torch {m['torch']}; {result['settings']['repeats']} interleaved "
         f"repeats after {result['settings']['warmup']} warm-up; peak memory: "
         f"{result['settings']['memory_method']}.",
