@@ -260,7 +260,8 @@ def main(argv: Optional[list] = None) -> None:
         from importlib.util import find_spec
         missing = [m for m in ('onnx', 'onnxruntime') if find_spec(m) is None]
         if missing:
-            fail(f'--onnx needs {" and ".join(missing)}: pip install onnx onnxruntime')
+            fail(f'--onnx needs {" and ".join(missing)}: pip install -e \'.[onnx]\' '
+                 "(or pip install onnx onnxruntime 'numpy<2')")
     if any(PAIRS[p].kind == 'segmentor' for p in args.pairs):
         for path in (args.vt_config, args.baseline_config):
             if not osp.isfile(path):

@@ -109,10 +109,11 @@ def load(model: nn.Module, checkpoint: str) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if find_spec('onnx') is None:
-        fail('onnx is not installed: pip install onnx onnxruntime (or pip install -e .[onnx])')
+        fail("onnx is not installed: pip install -e '.[onnx]' "
+             "(or pip install onnx onnxruntime 'numpy<2')")
     verify = not args.no_verify
     if verify and find_spec('onnxruntime') is None:
-        fail('onnxruntime is not installed (pip install onnxruntime), or pass --no-verify')
+        fail("onnxruntime is not installed (pip install onnxruntime 'numpy<2'), or pass --no-verify")
     model, name, segmentor = build(args)
     model.eval()
     shape = args.shape or [512 if segmentor else 224]

@@ -104,13 +104,12 @@ class VTFPN(nn.Module):
     ) -> torch.Tensor:
         """FPN's top-down step: ``fine + interpolate(coarse, size=fine.shape[2:])``.
 
-        For nearest interpolation by exactly 2 (every level of an even-sized
-        input) the upsampled map is a broadcast: output pixel (2i + a, 2j + b)
-        reads coarse pixel (i, j). Adding through a broadcasting view gives the
-        same numbers without materialising the upsampled map, which on CPU
-        saves a pass over, and a page-faulting allocation of, the largest map.
-        With ``overwrite_fine`` and autograd off (inference) the sum is written
-        into ``fine`` and no new map is allocated at all.
+        Nearest interpolation by exactly 2 (every level of an even-sized input)
+        repeats each coarse column twice and each coarse row twice. Only the
+        column repeat is materialised, at half the size of the fine map; the row
+        repeat is a broadcast. Same numbers, but on CPU it saves a pass over, and
+        a page-faulting allocation of, the largest map. With ``overwrite_fine``
+        and autograd off (inference) the sum is written into ``fine``.
         """
         b, c, h, w = fine.shape
         # (not while tracing for export: traced graphs do not carry writes through views)
@@ -118,11 +117,12 @@ class VTFPN(nn.Module):
         if self.upsample_mode != 'nearest' or (h, w) != (2 * coarse.shape[2], 2 * coarse.shape[3]):
             up = F.interpolate(coarse, size=(h, w), mode=self.upsample_mode)
             return fine.add_(up) if inplace else fine + up
-        fine6 = fine.view(b, c, h // 2, 2, w // 2, 2)
-        coarse6 = coarse.view(b, c, h // 2, 1, w // 2, 1)
+        columns = F.interpolate(coarse, size=(h // 2, w), mode='nearest')  # (B, C, h/2, w)
+        columns = columns.view(b, c, h // 2, 1, w)  # each row is read by two fine rows
+        fine5 = fine.view(b, c, h // 2, 2, w)  # (B, C, h, w) -> (B, C, h/2, 2, w)
         if inplace:
-            return fine6.add_(coarse6).view(b, c, h, w)  # fine's own memory
-        return (fine6 + coarse6).reshape(b, c, h, w)  # (B, C, h/2, 2, w/2, 2) -> (B, C, h, w), a view
+            return fine5.add_(columns).view(b, c, h, w)  # fine's own memory
+        return (fine5 + columns).reshape(b, c, h, w)  # a view
 
     def forward(
             self,

@@ -21,8 +21,8 @@ DEFAULT_OPSET = 17
 def _require(module: str) -> None:
     from importlib.util import find_spec
     if find_spec(module) is None:
-        raise ImportError(f'{module} is not installed; run `pip install onnx onnxruntime` '
-                          '(or `pip install -e .[onnx]`)')
+        raise ImportError(f'{module} is not installed; install the onnx extra: '
+                          "pip install -e '.[onnx]' (or pip install onnx onnxruntime 'numpy<2')")
 
 
 class SegmentorLogits(nn.Module):
