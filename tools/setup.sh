@@ -4,6 +4,7 @@
 #
 #   bash tools/setup.sh            # everything: mmseg + vtseg + tests + mmpretrain, mmdet, onnx
 #   bash tools/setup.sh --minimal  # mmseg + vtseg + tests only (the extras' tests then skip)
+#   bash tools/setup.sh --rebuild-mmcv  # build mmcv again even if a build is installed/cached
 #
 # Environment knobs:
 #   FORCE_CUDA=1 / FORCE_CUDA=0   build mmcv's CUDA ops / CPU ops only. Default: CUDA
@@ -23,11 +24,13 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 command -v "$PY" >/dev/null 2>&1 || die "no python found; install Python 3.8-3.11 or set PYTHON=/path/to/python"
 
 EXTRAS="tests,cls,det,onnx"
+REBUILD=0
 for arg in "$@"; do
   case "$arg" in
     --minimal) EXTRAS="tests" ;;
+    --rebuild-mmcv) REBUILD=1 ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) die "unknown argument '$arg' (use --minimal or --help)" ;;
+    *) die "unknown argument '$arg' (use --minimal, --rebuild-mmcv or --help)" ;;
   esac
 done
 
@@ -93,10 +96,11 @@ if sys.argv[1] == 'cuda':
 PY
 }
 
-if mmcv_ok; then
+if [ "$REBUILD" = 0 ] && mmcv_ok; then
   say "mmcv $MMCV_VERSION with $FLAVOUR ops already installed"
 else
   shopt -s nullglob
+  [ "$REBUILD" = 1 ] && rm -f "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl
   wheels=("$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl)
   if [ ${#wheels[@]} -eq 0 ]; then
     say "building mmcv $MMCV_VERSION with $FLAVOUR ops from its source release (about 10 min on 2 cores for CPU ops; much longer with CUDA)"
