@@ -113,7 +113,8 @@ def main(argv=None) -> None:
              "(or pip install onnx onnxruntime 'numpy<2')")
     verify = not args.no_verify
     if verify and find_spec('onnxruntime') is None:
-        fail("onnxruntime is not installed (pip install onnxruntime 'numpy<2'), or pass --no-verify")
+        fail("onnxruntime is not installed (pip install onnxruntime 'numpy<2'), "
+             'or pass --no-verify')
     model, name, segmentor = build(args)
     model.eval()
     shape = args.shape or [512 if segmentor else 224]

@@ -12,7 +12,8 @@ IN_CHANNELS = [8, 16, 32, 64]
 
 def make(**kwargs) -> VTFPN:
     torch.manual_seed(0)
-    return VTFPN(IN_CHANNELS, out_channels=12, num_outs=4, num_tokens=3, token_channels=20, **kwargs)
+    return VTFPN(IN_CHANNELS, out_channels=12, num_outs=4, num_tokens=3, token_channels=20,
+                 **kwargs)
 
 
 def pyramid(sizes=(32, 16, 8, 4)):

@@ -80,7 +80,8 @@ def test_json_holds_both_models_and_ratios_of_the_measured_numbers(quick_run):
     assert result['targets'] == []  # --quick sizes say nothing about the issue's targets
 
 
-@pytest.mark.skipif(not HAS_ORT, reason='onnx/onnxruntime not installed (pip install onnx onnxruntime)')
+@pytest.mark.skipif(not HAS_ORT, reason='onnx/onnxruntime not installed '
+                    "(pip install onnx onnxruntime 'numpy<2')")
 def test_onnxruntime_column(quick_run):
     result, table, _ = quick_run
     for pair in result['pairs']:
@@ -101,7 +102,8 @@ def test_markdown_matches_json(quick_run):
     for pair in result['pairs']:
         rows = [line for line in lines if line.startswith(f"| {pair['name']} |")]
         assert len(rows) == 3  # VT, baseline, ratio
-        assert f"| {pair['vt']['model']} |" in rows[0] and f"| {pair['baseline']['model']} |" in rows[1]
+        assert f"| {pair['vt']['model']} |" in rows[0]
+        assert f"| {pair['baseline']['model']} |" in rows[1]
         assert f"| {pair['vt']['median_ms']:.1f} |" in rows[0]
         assert f"| {pair['baseline']['peak_mem_mib']:.1f} |" in rows[1]
         assert f"**{pair['ratio']['median_ms']:.2f}**" in rows[2]
@@ -114,7 +116,8 @@ def test_classifier_and_training_step_pairs(two_pairs_run):
     assert resnet['vt']['params_m'] == pytest.approx(11.81, abs=0.01)
     assert resnet['baseline']['params_m'] == pytest.approx(11.69, abs=0.01)
     assert train['task'] == 'training step' and train['batch'] == 2
-    assert (train['vt']['model'], train['baseline']['model']) == ('VT-FPN R-50', 'Semantic FPN R-50')
+    assert train['vt']['model'] == 'VT-FPN R-50'
+    assert train['baseline']['model'] == 'Semantic FPN R-50'
     # the VT segmentor differs only in its neck: fewer multiply-adds, more parameters
     assert train['ratio']['gmacs'] < 1 < train['ratio']['params_m']
     for pair in (resnet, train):
@@ -128,7 +131,8 @@ def test_classifier_and_training_step_pairs(two_pairs_run):
 def load_tool(monkeypatch):
     # the tool sets OMP_WAIT_POLICY for the processes it starts; keep it out of this one's
     monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
-    spec = importlib.util.spec_from_file_location('benchmark_tool', osp.join(REPO, 'tools', 'benchmark.py'))
+    path = osp.join(REPO, 'tools', 'benchmark.py')
+    spec = importlib.util.spec_from_file_location('benchmark_tool', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -136,13 +140,16 @@ def load_tool(monkeypatch):
 
 @pytest.mark.parametrize('args,message', [
     (['--pairs', 'resnet7'], 'unknown pair'),
-    (['--pairs', 'segmentor', '--vt-config', 'missing.py'], 'segmentor config not found: missing.py'),
+    (['--pairs', 'segmentor', '--vt-config', 'missing.py'],
+     'segmentor config not found: missing.py'),
     (['--device', 'tpu'], "--device 'tpu': only cpu and cuda[:i] are supported"),
 ])
 def test_bad_input_is_one_clear_error(args, message, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         load_tool(monkeypatch).main(['--out-dir', str(tmp_path), *args])
-    text = str(exc.value) if exc.value.code != 2 else capsys.readouterr().err.strip().splitlines()[-1]
+    # argparse errors exit 2 after printing usage; the tool's own errors carry the message
+    text = (capsys.readouterr().err.strip().splitlines()[-1] if exc.value.code == 2
+            else str(exc.value))
     assert 'error:' in text and message in text and '\n' not in text
     assert not list(tmp_path.iterdir())  # nothing half-written
 
@@ -158,8 +165,8 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path):
 
 def test_interleaving_alternates_and_swaps_order():
     calls = []
-    times = time_interleaved({'vt': lambda: calls.append('vt'), 'baseline': lambda: calls.append('b')},
-                             repeats=3, warmup=1)
+    steps = {'vt': lambda: calls.append('vt'), 'baseline': lambda: calls.append('b')}
+    times = time_interleaved(steps, repeats=3, warmup=1)
     assert calls == ['vt', 'b', 'b', 'vt', 'vt', 'b', 'b', 'vt']
     assert [len(t) for t in times.values()] == [3, 3]
 
@@ -187,7 +194,8 @@ def test_targets_are_checked_against_the_issue_limits():
 def test_markdown_report_of_a_result():
     side = dict(model='A', params_m=1.0, gmacs=2.0, median_ms=3.0, p90_ms=4.0, images_per_s=5.0)
     result = dict(
-        machine=dict(device_name='cpu X', device='cpu', threads=2, host='h', torch=torch.__version__),
+        machine=dict(device_name='cpu X', device='cpu', threads=2, host='h',
+                     torch=torch.__version__),
         settings=dict(repeats=7, warmup=1, memory_method='not measured'),
         pairs=[dict(name='fpn-neck', task='inference', input='i', vt=dict(side, model='V'),
                     baseline=side, ratio=dict(median_ms=1.0))],

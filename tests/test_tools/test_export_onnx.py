@@ -15,8 +15,9 @@ import torch
 
 from vtseg_testing import REPO
 
-onnx = pytest.importorskip('onnx', reason='onnx is not installed (pip install onnx onnxruntime)')
-ort = pytest.importorskip('onnxruntime', reason='onnxruntime is not installed (pip install onnxruntime)')
+onnx = pytest.importorskip('onnx', reason="onnx is not installed (pip install onnx 'numpy<2')")
+ort = pytest.importorskip('onnxruntime',
+                          reason="onnxruntime is not installed (pip install onnxruntime 'numpy<2')")
 
 VTSHAPES = osp.join(REPO, 'configs', 'vtshapes')
 
@@ -123,8 +124,9 @@ def test_wrong_checkpoint_is_refused_by_the_script(tmp_path):
     ckpt = str(tmp_path / 'r18.pth')
     torch.save(vt_resnet18(num_classes=3).state_dict(), ckpt)  # fc of 3 classes, not 1000
     out = tmp_path / 'm.onnx'
-    proc = subprocess.run([sys.executable, 'tools/export_onnx.py', 'vt_resnet18', '--checkpoint', ckpt,
-                           '--shape', '32', '--out', str(out)], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, 'tools/export_onnx.py', 'vt_resnet18', '--checkpoint',
+                           ckpt, '--shape', '32', '--out', str(out)],
+                          cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 1
     err = proc.stderr.strip()
     assert err.startswith(f'error: {ckpt} does not fit VTResNet') and '\n' not in err

@@ -166,7 +166,8 @@ class VTFPN(nn.Module):
             tokens = [tf(t) for tf, t in zip(self.transformers, tokens)]
 
         outs = []
-        for projector, x, own, p, t, m in zip(self.projectors, laterals, owned, pixels, tokens, maps):
+        for projector, x, own, p, t, m in zip(
+                self.projectors, laterals, owned, pixels, tokens, maps):
             out = projector(p, t, return_attn=want, overwrite_input=own)
             p, m['projector'] = out if want else (out, None)  # (B, H_i*W_i, C)
             outs.append(p.transpose(1, 2).reshape(x.shape))  # (B, H_i*W_i, C) -> (B, C, H_i, W_i)
