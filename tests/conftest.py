@@ -2,6 +2,7 @@
 import os.path as osp
 
 import pytest
+import torch
 from vtseg_testing import REPO
 
 
@@ -22,3 +23,13 @@ def vtshapes_root(tmp_path_factory) -> str:
     """A small VT-Shapes data set (16 train / 8 val images of 96x96) in mmseg's layout."""
     from vtseg.datasets import make_vtshapes
     return make_vtshapes(str(tmp_path_factory.mktemp('vtshapes')), num_train=16, num_val=8)
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """Run a module's tests on one torch thread: on a shared 2-core machine, OpenMP's
+    second thread makes small forward passes up to 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

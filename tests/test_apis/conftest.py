@@ -1,16 +1,11 @@
 """Fixtures of the inference API tests: a VT-FPN checkpoint made on the spot, a loaded model."""
 import pytest
-import torch
 from inference_helpers import VTFPN_CONFIG, save_test_checkpoint
 
 
 @pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    """On a shared 2-core machine, OpenMP's second thread makes small forwards 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread):
+    """Every inference API test module runs on one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope='session')

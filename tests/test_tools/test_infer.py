@@ -58,20 +58,15 @@ def leftovers(out_dir: str) -> list:
             glob.glob(osp.join(out_dir, '**', '.*'), recursive=True))
 
 
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+
+
 @pytest.fixture(scope='module')
 def infer_tool():
     spec = importlib.util.spec_from_file_location('vtseg_tools_infer', TOOL)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')
