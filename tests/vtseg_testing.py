@@ -11,6 +11,8 @@ import sys
 import pytest
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
 def vtshapes_options(root: str) -> list:
     """``--cfg-options`` that point a VT-Shapes config at ``root`` and keep a run short."""
     return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',

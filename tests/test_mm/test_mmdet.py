@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 
 pytest.importorskip('mmdet', reason='mmdet is not installed (optional extra: '
-                                    'pip install -e .[det], or bash tools/setup.sh --full)')
+                                    'pip install -e .[det], or bash tools/setup.sh)')
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.testing import demo_mm_inputs  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402

@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 
 pytest.importorskip('mmpretrain', reason='mmpretrain is not installed (optional extra: '
-                                          'pip install -e .[cls], or bash tools/setup.sh --full)')
+                    'pip install -e .[cls], or bash tools/setup.sh)')
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 

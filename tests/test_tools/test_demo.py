@@ -18,7 +18,7 @@ def test_demo_runs_every_stage(vtshapes_root, tmp_path):
         assert f'== {stage}' in out
     assert (work_dir / 'iter_2.pth').is_file()
     assert 'checkpoint: ' + str(work_dir / 'iter_2.pth') in out
-    line = next(l for l in out.splitlines() if 'val mIoU:' in l)
+    line = next(row for row in out.splitlines() if 'val mIoU:' in row)
     assert 0.0 <= float(line.split('val mIoU:')[1].split()[0]) <= 1.0
     assert 'overlays:   8 in' in out
     assert len(list((work_dir / 'infer' / 'vis').rglob('*.*'))) == 8
