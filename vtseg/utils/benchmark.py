@@ -26,6 +26,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from vtseg.utils.complexity import resnet50_feature_shapes
+
 __all__ = [
     'PairSpec', 'PAIRS', 'TARGETS', 'Side', 'build_side', 'time_interleaved', 'summarize',
     'percentile', 'ratios', 'check_targets', 'markdown_report', 'cpu_peak_memory_mib',
@@ -125,13 +127,6 @@ class _Call(nn.Module):
         return self.fn(*args)
 
 
-def resnet50_feature_shapes(size: int, batch: int) -> List[Tuple[int, ...]]:
-    """Shapes of ResNet-50's C2-C5 for a ``size`` x ``size`` image (strides 4..32, rounded up
-    as ResNet's padded convolutions do)."""
-    return [(batch, c, math.ceil(size / s), math.ceil(size / s))
-            for c, s in zip((256, 512, 1024, 2048), (4, 8, 16, 32))]
-
-
 def _segmentor_cfg(path: str, num_classes: Optional[int]):
     from mmengine.config import Config
     if not os.path.isfile(path):
@@ -192,8 +187,8 @@ def build_side(
             cfg.update(num_tokens=8, token_channels=1024)  # the paper's VT-FPN
         model = MODELS.build(cfg)
         model = model.to(device).eval()
-        feats = [torch.randn(s, generator=gen).to(device)
-                 for s in resnet50_feature_shapes(spec.size, spec.batch)]
+        feats = [torch.randn(spec.batch, *s, generator=gen).to(device)
+                 for s in resnet50_feature_shapes(spec.size, spec.size)]
         wrapped = _Call(model, lambda *xs: model(list(xs)))
 
         def step() -> None:
@@ -208,7 +203,6 @@ def build_side(
         from mmengine.structures import PixelData
         from mmseg.registry import MODELS
         from mmseg.structures import SegDataSample
-        import vtseg  # noqa: F401
         configs = dict(SEGMENTOR_CONFIGS, **(segmentor_configs or {}))
         cfg = _segmentor_cfg(configs[side], num_classes)
         init_default_scope('mmseg')
