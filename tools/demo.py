@@ -32,7 +32,8 @@ DEFAULT_CONFIG = osp.relpath(
     osp.join(REPO, 'configs', 'vtshapes', 'vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py'))
 # Lines of the tools' output worth showing while the demo runs (the rest goes to the log).
 SHOWN = re.compile(r'Iter\(train\)|mIoU:|^\s*[|+]|resumed epoch|Traceback|Error|error:')
-ALL = re.compile('')
+# tools/infer.py: everything but the progress bar's intermediate states.
+INFER_SHOWN = re.compile(r'^(?!\s*\d+%\|)|100%\|')
 
 
 def parse_args() -> argparse.Namespace:
@@ -130,7 +131,7 @@ def main() -> None:
     img_dir = osp.join(args.data_root, 'img_dir', 'val')
     out_dir = osp.join(args.work_dir, 'infer')
     run_stage('infer', [tool('infer.py'), img_dir, args.config, checkpoint, '--out-dir', out_dir,
-                        '--batch-size', '8'], log('infer'), shown=ALL)
+                        '--batch-size', '8'], log('infer'), shown=INFER_SHOWN)
     stage_times['infer'] = time.time() - t
 
     total = time.time() - start
