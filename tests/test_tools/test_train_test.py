@@ -67,8 +67,10 @@ def test_bad_input_is_one_error_line(tool, argv, message, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f'{tool}.py: error: {message}') and '\n' not in err
+    # (library warnings, e.g. pkg_resources' deprecation notice, may come before it)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f'{tool}.py: error: {message}')
+    assert sum('error' in line for line in err) == 1 and not any('Traceback' in line for line in err)
 
 
 def test_arguments_match_mmseg(mmseg_tools, monkeypatch):
