@@ -5,7 +5,8 @@ Same arguments as mmseg 1.2.2's tool. On top of it:
 - ``import vtseg`` registers VTResNet, VTFPN and VTShapesDataset (configs need no
   ``custom_imports``) and lets ``--resume`` load mmengine checkpoints under
   torch's ``weights_only=True`` loader;
-- a missing config file is one error line (exit status 2), not a traceback;
+- a missing config file, or ``--amp`` without a GPU, is one error line (exit
+  status 2), not a traceback;
 - ``--launcher pytorch`` works without CUDA (gloo backend, SyncBN run as BN,
   see :func:`vtseg.mm.runtime.prepare_cpu_distributed`).
 
@@ -21,6 +22,7 @@ import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
+from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
@@ -70,9 +72,15 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    problem = None
     if not osp.isfile(args.config):
-        print(f'train.py: error: config file not found: {args.config} '
-              '(pass the path of a config .py, e.g. configs/vtshapes/...)', file=sys.stderr)
+        problem = (f'config file not found: {args.config} '
+                   '(pass the path of a config .py, e.g. configs/vtshapes/...)')
+    elif args.amp and not (is_cuda_available() or is_npu_available() or is_mlu_available()):
+        # mmengine's AmpOptimWrapper asserts the same, with a traceback.
+        problem = '--amp needs a CUDA (or NPU/MLU) device; drop it to train on the CPU'
+    if problem:
+        print(f'train.py: error: {problem}', file=sys.stderr)
         sys.exit(2)
 
     # load config

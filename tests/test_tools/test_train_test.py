@@ -60,6 +60,8 @@ def free_port() -> int:
     ('test', ['missing.py', 'x.pth'], 'config file not found: missing.py'),
     ('test', [CONFIG, 'missing.pth'], 'checkpoint file not found: missing.pth'),
     ('test', [CONFIG, CONFIG, '--tta'], '--tta needs tta_model and tta_pipeline'),
+    pytest.param('train', [CONFIG, '--amp'], '--amp needs a CUDA (or NPU/MLU) device',
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU runs --amp')),
 ])
 def test_bad_input_is_one_error_line(tool, argv, message, monkeypatch, capsys):
     main = load_tool(tool).main
