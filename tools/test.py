@@ -17,6 +17,7 @@ import os
 import os.path as osp
 import sys
 
+import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
@@ -140,6 +141,10 @@ def main() -> None:
 
     runner = Runner.from_cfg(cfg)
     runner.test()
+    # Leave the process group before exit: a gloo group torn down by the interpreter's
+    # exit can abort a rank with "terminate called without an active exception".
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 if __name__ == '__main__':

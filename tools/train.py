@@ -21,6 +21,7 @@ import os
 import os.path as osp
 import sys
 
+import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
 from mmengine.logging import print_log
@@ -121,6 +122,10 @@ def main() -> None:
         runner = RUNNERS.build(cfg)
 
     runner.train()
+    # Leave the process group before exit: a gloo group torn down by the interpreter's
+    # exit can abort a rank with "terminate called without an active exception".
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 if __name__ == '__main__':
