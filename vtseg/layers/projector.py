@@ -96,9 +96,33 @@ class Projector(nn.Module):
             # while tracing for export: traced graphs do not carry writes through views.
             out = x.transpose(1, 2).baddbmm_(values, attn)  # (B, C, HW)
         else:
-            # One fused op: a separate matmul and add allocate two (B, C, HW)
-            # temporaries, and on CPU fresh large buffers cost page faults that
-            # take longer than the K = L product itself.
-            out = torch.baddbmm(x.transpose(1, 2), values, attn)  # (B, C, HW)
+            # The product, then the residual added into it: one new map. (An
+            # out-of-place baddbmm first copies x into its result and then runs a
+            # beta=1 batched GEMM, ~2x slower on CPU for batches of small maps.)
+            out = torch.bmm(values, attn).add_(x.transpose(1, 2))  # (B, C, L) @ (B, L, HW) -> (B, C, HW)
         out, attn = out.transpose(1, 2), attn.transpose(1, 2)  # (B, HW, C), (B, HW, L) views
         return (out, attn) if return_attn else out
+
+    def reconstruct_input(
+            self,
+            out: torch.Tensor,
+            tokens: torch.Tensor,
+            attn: torch.Tensor,
+    ) -> torch.Tensor:
+        """Invert the residual: ``X_in = X_out - A (T W_V)``, given the attention used.
+
+        Exact up to rounding (one ulp of ``X_out``); lets training drop ``X_in``
+        from the saved tensors (see :mod:`vtseg.layers.rebuild`).
+
+        Args:
+            out: The projector's output ``(B, HW, C)``.
+            tokens: The tokens it was given, ``(B, L, C_T)``.
+            attn: The attention it returned, ``(B, HW, L)``.
+
+        Returns:
+            ``X_in`` ``(B, HW, C)``, a view of a contiguous ``(B, C, HW)`` map.
+        """
+        values = self.value(tokens).to(out.dtype).transpose(1, 2)  # (T W_V)^T: (B, C, L)
+        # X_in^T = X_out^T - V^T A^T: (B, C, HW) - (B, C, L) @ (B, L, HW)
+        x = torch.baddbmm(out.transpose(1, 2), values, attn.to(out.dtype).transpose(1, 2), alpha=-1)
+        return x.transpose(1, 2)  # (B, C, HW) -> (B, HW, C) view

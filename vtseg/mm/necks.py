@@ -30,6 +30,10 @@ class VTFPN(vt_fpn.VTFPN, BaseModule):
         norm_cfg: Normalisation after the lateral convolutions (FPN default: none).
         act_cfg: Activation after the lateral convolutions (FPN default: none).
         upsample_cfg: Interpolation of the top-down pathway (FPN's ``mode`` key).
+        rebuild_inputs: In training, rebuild each level's pre-projector map in the
+            backward pass from the level's output instead of keeping it (one feature
+            pyramid less memory; see :class:`vtseg.models.VTFPN`). Turn off if a head
+            modifies the neck outputs in place, or for double backward.
         vt_cfg: Extra token-transformer/projector arguments (``qk_channels``,
             ``hidden_channels``, ``projector_qk_channels``, ``num_heads``, ``qk_scale``).
         init_cfg: mmengine initialisation config (FPN's default: Xavier on convs).
@@ -57,6 +61,7 @@ class VTFPN(vt_fpn.VTFPN, BaseModule):
             norm_cfg: Optional[dict] = None,
             act_cfg: Optional[dict] = None,
             upsample_cfg: dict = dict(mode='nearest'),
+            rebuild_inputs: bool = True,
             vt_cfg: Optional[dict] = None,
             init_cfg: Optional[dict] = dict(type='Xavier', layer='Conv2d', distribution='uniform'),
     ) -> None:
@@ -77,6 +82,7 @@ class VTFPN(vt_fpn.VTFPN, BaseModule):
             share_transformer=share_transformer,
             lateral_conv=lateral_conv,
             upsample_mode=upsample_cfg.get('mode', 'nearest'),
+            rebuild_inputs=rebuild_inputs,
             **(vt_cfg or {}),
         )
         self.init_cfg = copy.deepcopy(init_cfg)
