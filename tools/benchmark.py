@@ -192,8 +192,8 @@ def run_pair(args: argparse.Namespace, name: str, device: torch.device, tmp: str
     log(f'[{name}] building')
     sides = {key: build(args, spec, key, device) for key in ('vt', 'baseline')}
     result = dict(name=name, task=spec.task, batch=spec.batch,
-                  input=f'{spec.batch}x3x{spec.size}x{spec.size}' if spec.kind != 'neck'
-                  else f'R-50 C2-C5 of {spec.batch}x3x{spec.size}x{spec.size}')
+                  input=dict(neck='R-50 C2-C5 of ', stage5='stage-4 map of ').get(spec.kind, '')
+                  + f'{spec.batch}x3x{spec.size}x{spec.size}')
     for key, side in sides.items():
         c = measure(side.flops_model, side.flops_inputs)
         side.model.train(spec.train)  # measure() leaves the wrapper's mode behind

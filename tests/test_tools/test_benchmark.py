@@ -51,9 +51,11 @@ def quick_run(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def two_pairs_run(tmp_path_factory):
-    """VT-ResNet-18 inference and the segmentors' training step, without memory probes."""
+    """VT-ResNet-18 inference, the segmentors' training step and the VT-ResNet-50
+    stage-5 pair, without memory probes."""
     out = tmp_path_factory.mktemp('bench')
     run_tool(['tools/benchmark.py', '--quick', '--pairs', 'resnet18-bs1', 'segmentor-train',
+              'resnet50-stage5-bs1',
               '--repeats', '2', '--warmup', '0', '--threads', '1', '--memory', 'skip',
               '--out-dir', str(out), '--name', 'two'])
     with open(osp.join(out, 'two.json')) as f:
@@ -110,7 +112,7 @@ def test_markdown_matches_json(quick_run):
 
 
 def test_classifier_and_training_step_pairs(two_pairs_run):
-    resnet, train = two_pairs_run['pairs']
+    resnet, train, _ = two_pairs_run['pairs']
     assert (resnet['vt']['model'], resnet['baseline']['model']) == ('VT-ResNet-18', 'ResNet-18')
     # the same models tools/get_flops.py counts: 11.81M and 11.69M parameters
     assert resnet['vt']['params_m'] == pytest.approx(11.81, abs=0.01)
@@ -126,6 +128,23 @@ def test_classifier_and_training_step_pairs(two_pairs_run):
             assert 'peak_mem_mib' not in pair[key]
         assert pair['ratio']['median_ms'] == pytest.approx(
             pair['vt']['median_ms'] / pair['baseline']['median_ms'])
+
+
+def test_stage5_pair_times_only_what_vt_resnet_replaces(two_pairs_run):
+    import torchvision
+    from vtseg.models import VTResNet
+    stage5 = two_pairs_run['pairs'][2]
+    assert stage5['input'] == 'stage-4 map of 1x3x32x32'
+    assert stage5['vt']['model'] == 'VT-ResNet-50 VT modules + head'
+    assert stage5['baseline']['model'] == 'ResNet-50 stage 5 + head'
+    for key in ('vt', 'baseline'):
+        check_side(stage5[key], 1, repeats=2)
+    # the whole models minus the counted parts: the same stages 1-4 on both sides
+    whole = {'vt': VTResNet(depth=50), 'baseline': torchvision.models.resnet50()}
+    stages = {k: sum(p.numel() for p in m.parameters()) / 1e6 - stage5[k]['params_m']
+              for k, m in whole.items()}
+    assert stages['vt'] == pytest.approx(stages['baseline'], abs=1e-6)
+    assert stages['vt'] == pytest.approx(8.54, abs=0.01)  # ResNet-50 conv1..layer3
 
 
 def load_tool(monkeypatch):

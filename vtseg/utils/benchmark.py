@@ -7,6 +7,8 @@ pair              VT model                                 baseline
 ================= ======================================== ===================================
 resnet18-bs1/16   VT-ResNet-18 classifier, 224x224          torchvision ResNet-18
 resnet50-bs1/16   VT-ResNet-50 classifier, 224x224          torchvision ResNet-50
+resnet50-stage5-  VT-ResNet-50's VT modules + head on the   ResNet-50's stage 5 + head on the
+bs1/16            stride-16 map of a 224x224 image          same map (the part VT replaces)
 fpn-neck          VT-FPN neck on R-50 C2-C5 of a 512x512    mmseg ``FPN`` neck
 segmentor         VT-FPN R-50 whole inference, 512x512      Semantic FPN R-50 (mmseg)
 segmentor-train   VT-FPN R-50 forward + backward, 512x512   Semantic FPN R-50
@@ -45,11 +47,12 @@ class PairSpec:
 
     Args:
         name: Pair id used on the command line.
-        kind: ``'resnet'``, ``'neck'`` or ``'segmentor'``.
+        kind: ``'resnet'``, ``'stage5'`` (only what VT-ResNet replaces), ``'neck'``
+            or ``'segmentor'``.
         batch: Images per call.
         size: Image side (the neck gets ResNet-50 feature maps of such an image).
         train: Time a training step (forward + backward) instead of inference.
-        depth: ResNet depth of a ``'resnet'`` pair.
+        depth: ResNet depth of a ``'resnet'`` or ``'stage5'`` pair.
     """
     name: str
     kind: str
@@ -61,7 +64,7 @@ class PairSpec:
     def quick(self) -> 'PairSpec':
         """Tiny sizes for tests: 32x32 classifiers, 64x64 dense models, batch <= 2."""
         return PairSpec(self.name, self.kind, min(self.batch, 2),
-                        32 if self.kind == 'resnet' else 64, self.train, self.depth)
+                        32 if self.kind in ('resnet', 'stage5') else 64, self.train, self.depth)
 
     @property
     def task(self) -> str:
@@ -73,6 +76,10 @@ PAIRS: Dict[str, PairSpec] = {p.name: p for p in [
     PairSpec('resnet18-bs16', 'resnet', 16, 224, depth=18),
     PairSpec('resnet50-bs1', 'resnet', 1, 224, depth=50),
     PairSpec('resnet50-bs16', 'resnet', 16, 224, depth=50),
+    # The ratio of the whole classifiers is diluted by stages 1-4, which both share:
+    # these pairs time only what VT-ResNet replaces (the paper's stage-5 claim).
+    PairSpec('resnet50-stage5-bs1', 'stage5', 1, 224, depth=50),
+    PairSpec('resnet50-stage5-bs16', 'stage5', 16, 224, depth=50),
     PairSpec('fpn-neck', 'neck', 1, 512),
     PairSpec('segmentor', 'segmentor', 1, 512),
     # mmseg's 512x512 Semantic FPN configs train with 2 images per GPU.
@@ -175,6 +182,33 @@ def build_side(
             with torch.no_grad():
                 model(x)
         return Side(label, model, step, model, (x,), export=(model, (x,)))
+
+    if spec.kind == 'stage5':
+        import torchvision
+        from vtseg.models import VTResNet
+        if vt:
+            model = VTResNet(depth=spec.depth).to(device).eval()
+            label = f'VT-ResNet-{spec.depth} VT modules + head'
+
+            def forward(c4: torch.Tensor) -> torch.Tensor:
+                return model.forward_head(model.forward_vt(c4)[1])
+        else:
+            model = getattr(torchvision.models, f'resnet{spec.depth}')().to(device).eval()
+            label = f'ResNet-{spec.depth} stage 5 + head'
+
+            def forward(c4: torch.Tensor) -> torch.Tensor:
+                return model.fc(torch.flatten(model.avgpool(model.layer4(c4)), 1))
+        channels = model.layer3[-1].conv1.in_channels  # stage-4 output width
+        x = torch.randn(spec.batch, channels, spec.size // 16, spec.size // 16,
+                        generator=gen).to(device)
+        wrapped = _Call(model, forward)
+        # parameters of the replaced part only
+        parts = nn.ModuleList([model.vt_modules, model.fc] if vt else [model.layer4, model.fc])
+
+        def step() -> None:
+            with torch.no_grad():
+                forward(x)
+        return Side(label, parts, step, wrapped, (x,), export=(wrapped, (x,)))
 
     if spec.kind == 'neck':
         from mmengine.registry import init_default_scope
