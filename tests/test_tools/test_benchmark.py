@@ -190,6 +190,37 @@ def test_interleaving_alternates_and_swaps_order():
     assert [len(t) for t in times.values()] == [3, 3]
 
 
+def test_cuda_timing_synchronises_around_every_call(monkeypatch):
+    """The CUDA path without a GPU: kernels run asynchronously there, so a call is
+    only timed correctly between two synchronisations (recorded, not run)."""
+    events = []
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda device=None: events.append(('sync', str(device))))
+    clock = iter(range(100))
+    monkeypatch.setattr('vtseg.utils.benchmark.time.perf_counter', lambda: next(clock))
+    steps = {'vt': lambda: events.append('vt'), 'baseline': lambda: events.append('b')}
+    times = time_interleaved(steps, repeats=1, warmup=0, device=torch.device('cuda', 1))
+    sync = ('sync', 'cuda:1')
+    assert events == [sync, 'vt', sync, sync, 'b', sync]
+    # each duration is read after the closing synchronisation: 2 clock ticks per call
+    assert times == {'vt': [1], 'baseline': [1]}
+
+
+def test_cuda_peak_memory_is_the_growth_over_the_calls(monkeypatch):
+    from vtseg.utils.benchmark import cuda_peak_memory_mib
+    state = dict(allocated=100 * 2 ** 20, peak=0, log=[])
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda device=None: state['log'].append('sync'))
+    monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device=None: state['allocated'])
+    monkeypatch.setattr(torch.cuda, 'reset_peak_memory_stats',
+                        lambda device=None: state.update(peak=state['allocated']))
+    monkeypatch.setattr(torch.cuda, 'max_memory_allocated', lambda device=None: state['peak'])
+
+    def step():  # allocates 30 MiB at its peak, frees it again
+        state['log'].append('step')
+        state['peak'] = max(state['peak'], state['allocated'] + 30 * 2 ** 20)
+    assert cuda_peak_memory_mib(step, torch.device('cuda')) == 30
+    assert state['log'] == ['sync', 'step', 'step', 'sync']
+
+
 def test_summary_and_ratios_are_arithmetic_of_the_inputs():
     s = summarize([0.010, 0.030, 0.020, 0.040], batch=4)
     assert s['median_ms'] == pytest.approx(25.0) and s['images_per_s'] == pytest.approx(160.0)

@@ -37,6 +37,8 @@ class RebuildSlot:
         self._args: List[torch.Tensor] = []
         self._versions: List[int] = []
         self._rebuilt: Optional[torch.Tensor] = None
+        self._device_type = 'cpu'
+        self._autocast: Tuple[bool, torch.dtype] = (False, torch.float32)
 
     def rebuild_from(
             self,
@@ -58,6 +60,11 @@ class RebuildSlot:
         self._fn = fn
         self._args = [t.detach() for t in tensors]
         self._versions = [t._version for t in tensors]
+        # The backward pass runs outside the forward's autocast region; the rebuild
+        # must see the same casts as the forward did (e.g. a linear map in float16).
+        self._device_type = tensors[0].device.type if tensors else 'cpu'
+        self._autocast = (torch.is_autocast_enabled(self._device_type),
+                          torch.get_autocast_dtype(self._device_type))
 
     def view(
             self,
@@ -80,7 +87,9 @@ class RebuildSlot:
                     'a tensor needed to rebuild a saved map for the backward pass (e.g. a VTFPN '
                     'output) was modified in place after the forward pass; work on a copy '
                     '(out = out.clone()) or build VTFPN with rebuild_inputs=False')
-            rebuilt = self._fn(*self._args)
+            enabled, dtype = self._autocast
+            with torch.autocast(self._device_type, dtype=dtype, enabled=enabled):
+                rebuilt = self._fn(*self._args)
             if rebuilt.shape != self.shape or rebuilt.dtype != self.dtype or not rebuilt.is_contiguous():
                 raise RuntimeError(
                     f'SavedInputRebuild: the rebuild gave {tuple(rebuilt.shape)} {rebuilt.dtype} '
