@@ -130,6 +130,12 @@ def test_classifier_and_training_step_pairs(two_pairs_run):
             pair['vt']['median_ms'] / pair['baseline']['median_ms'])
 
 
+def test_each_pair_runs_in_a_process_of_its_own(two_pairs_run):
+    # so a pair's numbers do not depend on the allocator state the previous pair left
+    pids = [pair['pid'] for pair in two_pairs_run['pairs']]
+    assert len(set(pids)) == len(pids) == 3
+
+
 def test_stage5_pair_times_only_what_vt_resnet_replaces(two_pairs_run):
     import torchvision
     from vtseg.models import VTResNet
