@@ -31,11 +31,11 @@ from typing import Iterator, List, Optional
 # mmengine imports pkg_resources, whose deprecation notice concerns none of this tool's work.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from vtseg.apis import FolderRunner, InferenceSetupError, SegInferencer, find_images  # noqa: E402
+from vtseg.mm.cli import add_cfg_options  # noqa: E402
 
 
 def positive_int(text: str) -> int:
@@ -74,16 +74,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--opacity', type=unit_float, default=0.5,
         help='opacity of the class colours in the overlays, in [0, 1]')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 

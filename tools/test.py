@@ -13,15 +13,15 @@ Examples::
     bash tools/dist_test.sh CONFIG CHECKPOINT 2 --out preds
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 import torch.distributed as torch_dist
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 import vtseg  # noqa: F401  (registers vtseg's modules, allows safe checkpoint loading)
+from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank
 from vtseg.mm.runtime import prepare_cpu_distributed
 
 
@@ -44,27 +44,11 @@ def parse_args() -> argparse.Namespace:
         'If specified, it will be automatically saved '
         'to the work_dir/timestamp/show_dir')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher (without CUDA, pytorch uses the gloo backend)')
+    add_cfg_options(parser)
+    add_launcher(parser)
     parser.add_argument('--tta', action='store_true', help='Test time augmentation')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
 
     return args
 

@@ -17,12 +17,11 @@ Examples::
 """
 import argparse
 import logging
-import os
 import os.path as osp
 import sys
 
 import torch.distributed as torch_dist
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
 from mmengine.logging import print_log
 from mmengine.runner import Runner
@@ -30,6 +29,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import vtseg  # noqa: F401  (registers vtseg's modules, allows safe checkpoint loading)
+from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank
 from vtseg.mm.runtime import prepare_cpu_distributed
 
 
@@ -47,26 +47,10 @@ def parse_args() -> argparse.Namespace:
         action='store_true',
         default=False,
         help='enable automatic-mixed-precision training')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher (without CUDA, pytorch uses the gloo backend)')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_cfg_options(parser)
+    add_launcher(parser)
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
 
     return args
 
