@@ -99,6 +99,49 @@ def test_a_map_that_does_not_own_its_storage_is_saved_as_usual():
     assert SavedInputRebuild().register(base) is not None
 
 
+def test_not_available_inside_torch_func_transforms():
+    # torch.func.grad refuses saved-tensor hooks: callers must save as usual there
+    seen = []
+
+    def loss(x):
+        seen.append(SavedInputRebuild.available())
+        return (x * 2).sum()
+    torch.func.grad(loss)(torch.randn(3))
+    assert seen == [False] and SavedInputRebuild.available()
+
+
+class Wrapper(torch.Tensor):
+    """A tensor subclass without a storage of its own (as DTensor and friends)."""
+
+    @staticmethod
+    def __new__(cls, elem):
+        return torch.Tensor._make_wrapper_subclass(cls, elem.shape, dtype=elem.dtype,
+                                                   device=elem.device)
+
+    def __init__(self, elem):
+        self.elem = elem
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        from torch.utils._pytree import tree_map
+        out = func(*tree_map(lambda t: t.elem if isinstance(t, Wrapper) else t, args),
+                   **tree_map(lambda t: t.elem if isinstance(t, Wrapper) else t, kwargs or {}))
+        return tree_map(lambda t: Wrapper(t) if isinstance(t, torch.Tensor) else t, out)
+
+
+def test_tensors_without_a_plain_storage_are_saved_as_usual():
+    w = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    x = Wrapper(torch.randn(5, 6, dtype=torch.float64))
+    rebuild = SavedInputRebuild()
+    assert rebuild.register(x) is None
+    rebuild.register(torch.randn(2, 2))  # something registered: every save is looked up
+    with rebuild:
+        y = (x @ w).softmax(-1)  # saves x (storage-less) and the softmax output
+    y.sum().backward()
+    expected = torch.autograd.grad((x.elem @ w).softmax(-1).sum(), w)[0]
+    torch.testing.assert_close(getattr(w.grad, 'elem', w.grad), expected)
+
+
 def test_an_output_modified_in_place_stops_the_backward():
     x, w, v = inputs()
     _, y, _ = residual_net(x, w, v, SavedInputRebuild())

@@ -76,6 +76,15 @@ def test_the_pre_projector_maps_are_not_kept():
         gc.enable()
 
 
+def test_torch_func_grad_works_and_agrees():
+    # torch.func refuses saved-tensor hooks: there the maps are simply kept
+    neck = make()
+    feats = pyramid()
+    expected = torch.autograd.grad(loss_of(neck(feats)), feats[0])[0]
+    got = torch.func.grad(lambda f0: loss_of(neck([f0, *feats[1:]])))(feats[0].detach())
+    torch.testing.assert_close(got, expected)
+
+
 def test_an_output_changed_in_place_stops_the_backward():
     neck = make()
     outs = neck(pyramid())

@@ -99,6 +99,15 @@ class RebuildSlot:
         return self._rebuilt.as_strided(size, stride, offset)
 
 
+def _storage_key(t: torch.Tensor) -> Optional[Tuple[int, torch.device]]:
+    """Where ``t``'s memory lives, or ``None`` for tensors without a plain storage
+    (wrapper subclasses such as DTensor): those are never dropped."""
+    try:
+        return t.untyped_storage().data_ptr(), t.device
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
 class _SavedView:
     """What autograd stores instead of a view of a registered map."""
 
@@ -150,6 +159,13 @@ class SavedInputRebuild(torch.autograd.graph.saved_tensors_hooks):
         # From here on a slot lives exactly as long as the saved views that use it.
         self._slots.clear()
 
+    @staticmethod
+    def available() -> bool:
+        """Whether saved-tensor hooks can be used here: not inside ``torch.func``
+        transforms (``grad``, ``vjp``, ...), which refuse them."""
+        active = getattr(torch._C, '_are_functorch_transforms_active', None)
+        return not (active is not None and active())
+
     def register(self, x: torch.Tensor) -> Optional[RebuildSlot]:
         """Stop keeping ``x`` (and views of it) for backward.
 
@@ -160,19 +176,20 @@ class SavedInputRebuild(torch.autograd.graph.saved_tensors_hooks):
 
         Returns:
             The slot to call :meth:`RebuildSlot.rebuild_from` on, or ``None`` when
-            ``x`` does not own its storage (it is then saved as usual).
+            ``x`` does not own its storage, or has no plain one (a wrapper subclass):
+            it is then saved as usual.
         """
-        storage = x.untyped_storage()
-        if (not x.is_contiguous() or x.storage_offset() != 0
-                or storage.nbytes() != x.numel() * x.element_size()):
+        key = _storage_key(x)
+        if (key is None or not x.is_contiguous() or x.storage_offset() != 0
+                or x.untyped_storage().nbytes() != x.numel() * x.element_size()):
             return None
         slot = RebuildSlot(x)
-        self._slots[(storage.data_ptr(), x.device)] = slot
+        self._slots[key] = slot
         return slot
 
     def _pack(self, t: torch.Tensor):
         if t.layout == torch.strided and self._slots:
-            slot = self._slots.get((t.untyped_storage().data_ptr(), t.device))
+            slot = self._slots.get(_storage_key(t))
             if slot is not None and t.dtype == slot.dtype:
                 return _SavedView(slot, t)
         return t.detach()

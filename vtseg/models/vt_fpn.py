@@ -140,7 +140,7 @@ class VTFPN(nn.Module):
 
     def _rebuilding(self) -> bool:
         """Whether this forward drops the pre-projector maps from autograd's saved tensors."""
-        return (self.rebuild_inputs and torch.is_grad_enabled()
+        return (self.rebuild_inputs and torch.is_grad_enabled() and SavedInputRebuild.available()
                 and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
 
     def _tokens_and_projection(
