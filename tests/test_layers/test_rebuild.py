@@ -96,6 +96,7 @@ def test_a_map_that_does_not_own_its_storage_is_saved_as_usual():
     base = torch.randn(4, 6)
     assert SavedInputRebuild().register(base[1:]) is None  # a view into a larger tensor
     assert SavedInputRebuild().register(base.t()) is None  # not contiguous
+    assert SavedInputRebuild().register(torch.empty(0, 6)) is None  # no memory to tell apart
     assert SavedInputRebuild().register(base) is not None
 
 

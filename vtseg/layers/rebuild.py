@@ -170,9 +170,10 @@ class SavedInputRebuild(torch.autograd.graph.saved_tensors_hooks):
         """Stop keeping ``x`` (and views of it) for backward.
 
         Args:
-            x: A contiguous map that owns its whole storage (a fresh result, not a
-                view into a larger tensor: only then is every saved view of that
-                storage a view of ``x``).
+            x: A contiguous, non-empty map that owns its whole storage (a fresh
+                result, not a view into a larger tensor: only then is every saved
+                view of that storage a view of ``x``). It must stay alive while the
+                context is open, so that no other tensor takes over its memory.
 
         Returns:
             The slot to call :meth:`RebuildSlot.rebuild_from` on, or ``None`` when
@@ -180,7 +181,7 @@ class SavedInputRebuild(torch.autograd.graph.saved_tensors_hooks):
             it is then saved as usual.
         """
         key = _storage_key(x)
-        if (key is None or not x.is_contiguous() or x.storage_offset() != 0
+        if (key is None or x.numel() == 0 or not x.is_contiguous() or x.storage_offset() != 0
                 or x.untyped_storage().nbytes() != x.numel() * x.element_size()):
             return None
         slot = RebuildSlot(x)
