@@ -16,13 +16,12 @@ import argparse
 import os.path as osp
 import sys
 
-import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 import vtseg  # noqa: F401  (registers vtseg's modules, allows safe checkpoint loading)
 from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank
-from vtseg.mm.runtime import prepare_cpu_distributed
+from vtseg.mm.runtime import leave_process_group, prepare_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -125,10 +124,7 @@ def main() -> None:
 
     runner = Runner.from_cfg(cfg)
     runner.test()
-    # Leave the process group before exit: a gloo group torn down by the interpreter's
-    # exit can abort a rank with "terminate called without an active exception".
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    leave_process_group()
 
 
 if __name__ == '__main__':

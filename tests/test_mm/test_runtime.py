@@ -1,11 +1,12 @@
-"""prepare_cpu_distributed: what a distributed run on a machine without CUDA needs changed."""
+"""prepare_cpu_distributed: what a distributed run on a machine without CUDA needs changed;
+leave_process_group: the tools' clean exit from it."""
 import copy
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from vtseg.mm.runtime import prepare_cpu_distributed
+from vtseg.mm.runtime import leave_process_group, prepare_cpu_distributed
 
 GPU_CFG = dict(
     env_cfg=dict(cudnn_benchmark=True, dist_cfg=dict(backend='nccl', timeout=60)),
@@ -57,3 +58,12 @@ def test_custom_model_wrapper_is_kept(no_cuda):
     cfg = Config(dict(model=dict(), model_wrapper_cfg=copy.deepcopy(wrapper)))
     prepare_cpu_distributed(cfg, 'slurm')
     assert cfg.model_wrapper_cfg == wrapper
+
+
+def test_leave_process_group(tmp_path):
+    import torch.distributed as dist
+    leave_process_group()  # none up: nothing to do
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    assert dist.is_initialized()
+    leave_process_group()
+    assert not dist.is_initialized()

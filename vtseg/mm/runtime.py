@@ -20,7 +20,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-__all__ = ['prepare_cpu_distributed']
+__all__ = ['prepare_cpu_distributed', 'leave_process_group']
 
 # Norm layers that synchronise statistics across processes through CUDA collectives.
 _SYNC_NORMS = ('SyncBN', 'MMSyncBN')
@@ -101,3 +101,11 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> List[str]:
     for message in changes:
         print_log(message, logger='current', level=logging.WARNING)
     return changes
+
+
+def leave_process_group() -> None:
+    """Destroy the default process group, if one is up, before the tool exits: a gloo
+    group torn down by the interpreter's exit can abort a rank with "terminate called
+    without an active exception"."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
