@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from vtseg.utils.complexity import resnet50_feature_shapes
+from vtseg.utils.export import SegmentorLogits
 
 __all__ = [
     'PairSpec', 'PAIRS', 'TARGETS', 'Side', 'build_side', 'time_interleaved', 'summarize',
@@ -245,14 +246,13 @@ def build_side(
         n, s = spec.batch, spec.size
         x = torch.randn(n, 3, s, s, generator=gen).to(device)
         classes = model.decode_head.num_classes
-        meta = dict(img_shape=(s, s), ori_shape=(s, s), pad_shape=(s, s))
-        metas = [dict(meta) for _ in range(n)]
         label = 'VT-FPN R-50' if vt else 'Semantic FPN R-50'
-        logits = _Call(model, lambda img: model.encode_decode(img, metas))
+        logits = SegmentorLogits(model)  # 'whole' inference: logits at input size
         if spec.train:
             samples = []
             for _ in range(n):
-                sample = SegDataSample(metainfo=dict(meta))
+                sample = SegDataSample(metainfo=dict(img_shape=(s, s), ori_shape=(s, s),
+                                                     pad_shape=(s, s)))
                 sample.gt_sem_seg = PixelData(
                     data=torch.randint(0, classes, (1, s, s), generator=gen).to(device))
                 samples.append(sample)
@@ -268,7 +268,7 @@ def build_side(
 
         def step() -> None:
             with torch.no_grad():
-                model.encode_decode(x, metas)  # 'whole' inference: logits at input size
+                logits(x)
         return Side(label, model, step, logits, (x,), export=(logits, (x,)))
     raise ValueError(f'unknown pair kind {spec.kind!r}')
 
