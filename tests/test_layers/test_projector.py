@@ -1,6 +1,7 @@
 import torch
 
 from vtseg.layers import Projector
+from vtseg.utils.complexity import measure
 
 
 def reference_projector(x, t, w_q, w_k, w_v):
@@ -48,3 +49,17 @@ def test_gradients_reach_every_parameter():
     proj(torch.randn(2, 10, 8), torch.randn(2, 3, 12)).square().sum().backward()
     for name, p in proj.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_macs_count_every_projector_product():
+    torch.manual_seed(0)
+    b, hw, c, c_t, tokens = 2, 64, 12, 20, 3
+    proj = Projector(c, c_t).eval()
+    x, t = torch.randn(b, hw, c), torch.randn(b, tokens, c_t)
+    per_token = (c_t * c  # keys T W_K
+                 + c * c  # per-token filters (T W_K) W_Q^T
+                 + c * hw  # logits
+                 + c_t * c  # values T W_V
+                 + c * hw)  # (T W_V)^T A^T, the residual update
+    expected = b * tokens * per_token
+    assert measure(proj, (x, t)).gmacs * 1e9 == expected

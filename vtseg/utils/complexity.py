@@ -49,7 +49,8 @@ def measure(
     model.eval()
     with torch.no_grad():
         analyzer = FlopAnalyzer(model, inputs)
-        # the projector's fused residual (in place during inference)
+        # mmengine has no baddbmm handle and would count it as 0; vtseg's traced graphs
+        # use bmm (the projector's in-place baddbmm_ is off while tracing), other models may not
         analyzer.set_op_handle('aten::baddbmm', _baddbmm_flop_jit)
         analyzer.set_op_handle('aten::baddbmm_', _baddbmm_flop_jit)
         analyzer.unsupported_ops_warnings(False)
