@@ -170,32 +170,29 @@ def build_side(
     vt = side == 'vt'
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    if spec.kind == 'resnet':
+    if spec.kind in ('resnet', 'stage5'):
         import torchvision
         from vtseg.models import VTResNet
         model = (VTResNet(depth=spec.depth) if vt
                  else getattr(torchvision.models, f'resnet{spec.depth}')())
         label = f'VT-ResNet-{spec.depth}' if vt else f'ResNet-{spec.depth}'
         model = model.to(device).eval()
-        x = torch.randn(spec.batch, 3, spec.size, spec.size, generator=gen).to(device)
+        if spec.kind == 'resnet':
+            x = torch.randn(spec.batch, 3, spec.size, spec.size, generator=gen).to(device)
 
-        def step() -> None:
-            with torch.no_grad():
-                model(x)
-        return Side(label, model, step, model, (x,), export=(model, (x,)))
+            def step() -> None:
+                with torch.no_grad():
+                    model(x)
+            return Side(label, model, step, model, (x,), export=(model, (x,)))
 
-    if spec.kind == 'stage5':
-        import torchvision
-        from vtseg.models import VTResNet
+        # stage5: only the part VT-ResNet replaces, on the stage-4 map
         if vt:
-            model = VTResNet(depth=spec.depth).to(device).eval()
-            label = f'VT-ResNet-{spec.depth} VT modules + head'
+            label += ' VT modules + head'
 
             def forward(c4: torch.Tensor) -> torch.Tensor:
                 return model.forward_head(model.forward_vt(c4)[1])
         else:
-            model = getattr(torchvision.models, f'resnet{spec.depth}')().to(device).eval()
-            label = f'ResNet-{spec.depth} stage 5 + head'
+            label += ' stage 5 + head'
 
             def forward(c4: torch.Tensor) -> torch.Tensor:
                 return model.fc(torch.flatten(model.avgpool(model.layer4(c4)), 1))
