@@ -45,6 +45,8 @@ def parse_args() -> argparse.Namespace:
                         help='checkpoints, logs and inference outputs')
     parser.add_argument('--num-train', type=int, default=320, help='training images to make')
     parser.add_argument('--num-val', type=int, default=80, help='validation images to make')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='training seed (randomness.seed); the data set is the same for every seed')
     parser.add_argument(
         '--cfg-options', nargs='+', default=[],
         help='key=value settings passed to tools/train.py and tools/test.py '
@@ -100,7 +102,7 @@ def main() -> None:
     os.makedirs(args.work_dir, exist_ok=True)
     roots = [f'{loader}.dataset.data_root={args.data_root}'
              for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
-    cfg_options = ['--cfg-options', *roots, *args.cfg_options]
+    cfg_options = ['--cfg-options', *roots, f'randomness.seed={args.seed}', *args.cfg_options]
     stage_times = {}
 
     def log(stage: str) -> str:
@@ -137,7 +139,7 @@ def main() -> None:
     total = time.time() - start
     overlays = sorted(glob.glob(osp.join(out_dir, 'vis', '**', '*.*'), recursive=True))
     print('\n== VT-Shapes demo finished')
-    print(f'   config:     {args.config}')
+    print(f'   config:     {args.config} (seed {args.seed})')
     print(f'   checkpoint: {checkpoint}')
     # mmseg reports IoU in percent
     print(f'   val mIoU:   {metrics["mIoU"] / 100:.3f}   (aAcc {metrics["aAcc"] / 100:.3f})')
