@@ -2,7 +2,7 @@
 # One-command setup for vtseg: torch, the OpenMMLab stack (mmcv 2.1.0 built with
 # its compiled ops), and vtseg itself in editable mode, into the active Python.
 #
-#   bash tools/setup.sh            # everything: mmseg + vtseg + tests + mmpretrain, mmdet, onnx
+#   bash tools/setup.sh            # everything: mmseg + vtseg + tests + mmpretrain, mmdet, onnx, mim
 #   bash tools/setup.sh --minimal  # mmseg + vtseg + tests only (the extras' tests then skip)
 #   bash tools/setup.sh --rebuild-mmcv  # build mmcv again even if a build is installed/cached
 #   bash tools/setup.sh --check    # only report what is installed and whether mmcv.ops works
@@ -26,7 +26,7 @@ PY="${PYTHON:-python}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 command -v "$PY" >/dev/null 2>&1 || die "no python found; install Python 3.8-3.11 or set PYTHON=/path/to/python"
 
-EXTRAS="tests,cls,det,onnx"
+EXTRAS="tests,cls,det,onnx,mim"
 REBUILD=0
 CHECK=0
 for arg in "$@"; do
