@@ -10,3 +10,5 @@ _base_ = [
 crop_size = (473, 473)
 data_preprocessor = dict(size=crop_size)
 model = dict(data_preprocessor=data_preprocessor, decode_head=dict(num_classes=20))
+# Flip test (--tta) with LIP's Left-*/Right-* channels swapped back in the mirrored view.
+tta_model = dict(type='SwapLabelsSegTTAModel', swap_seg_labels=_base_.flip_label_pairs)

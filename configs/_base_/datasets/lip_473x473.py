@@ -53,3 +53,23 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
+# Flip test (tools/test.py --tta): each image is predicted as is and mirrored, at the test
+# scale. The mirrored view's logits are flipped back in space by the segmentor and, because a
+# mirrored left arm looks like a right arm to a model trained with label swapping, its
+# Left-*/Right-* channels are swapped back (vtseg's SwapLabelsSegTTAModel) before the class
+# probabilities of both views are averaged. The LIP configs set
+#   tta_model = dict(type='SwapLabelsSegTTAModel', swap_seg_labels=_base_.flip_label_pairs)
+# themselves: mmseg's default_runtime.py, their other base, already defines tta_model, and
+# mmengine refuses a key defined by two bases.
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=crop_size, keep_ratio=True)],
+            [dict(type='RandomFlip', prob=0., direction='horizontal'),
+             dict(type='RandomFlip', prob=1., direction='horizontal')],
+            [dict(type='LoadAnnotations')],
+            [dict(type='PackSegInputs')],
+        ])
+]
