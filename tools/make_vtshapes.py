@@ -2,7 +2,7 @@
 
 Examples::
 
-    python tools/make_vtshapes.py                       # data/vtshapes: 320 train, 80 val, 96x96
+    python tools/make_vtshapes.py                       # data/vtshapes: 1000 train, 200 val, 96x96
     python tools/make_vtshapes.py --out /tmp/shapes --num-train 16 --num-val 8 --size 64
 
 Files already present are kept, so an interrupted run can simply be repeated.
@@ -18,8 +18,8 @@ from vtseg.datasets import VTSHAPES_CLASSES, make_vtshapes
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Make the VT-Shapes segmentation data set')
     parser.add_argument('--out', default='data/vtshapes', help='output folder (data root)')
-    parser.add_argument('--num-train', type=int, default=320, help='training images')
-    parser.add_argument('--num-val', type=int, default=80, help='validation images')
+    parser.add_argument('--num-train', type=int, default=1000, help='training images')
+    parser.add_argument('--num-val', type=int, default=200, help='validation images')
     parser.add_argument('--size', type=int, default=96, help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0, help='scenes depend only on seed and index')
     return parser.parse_args()
@@ -40,8 +40,12 @@ def main() -> None:
         sys.exit(2)
 
     start = time.time()
-    make_vtshapes(args.out, num_train=args.num_train, num_val=args.num_val, size=args.size,
-                  seed=args.seed)
+    try:
+        make_vtshapes(args.out, num_train=args.num_train, num_val=args.num_val, size=args.size,
+                      seed=args.seed)
+    except ValueError as err:
+        print(f'make_vtshapes.py: error: {err}', file=sys.stderr)
+        sys.exit(2)
     print(f'VT-Shapes in {args.out}: {args.num_train} train + {args.num_val} val images of '
           f'{args.size}x{args.size}, classes {", ".join(VTSHAPES_CLASSES)} '
           f'({time.time() - start:.1f} s)')

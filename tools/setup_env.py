@@ -69,7 +69,7 @@ class BuildTarget:
         parts = [f'mmcv{self.mmcv}', f'torch{self.torch}', self.python, self.platform, self.flavour]
         if self.flavour == 'cuda':
             parts.append('arch' + (self.cuda_arch or 'default'))
-        return re.sub(r'[^A-Za-z0-9._]+', '_', '-'.join(parts).replace('+', '_'))
+        return re.sub(r'[^A-Za-z0-9._-]+', '_', '-'.join(parts).replace('+', '_'))
 
 
 def wheel_platform() -> str:

@@ -281,7 +281,7 @@ def test_visualize_tokens_segmentor_with_padding(vtshapes_root, repo_root, tmp_p
     config = os.path.join(repo_root, 'configs/vtshapes/vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
     segmentor = init_model(config, device='cpu',
                            cfg_options={'model.data_preprocessor.test_cfg': dict(size_divisor=64)})
-    image = cv2.imread(os.path.join(vtshapes_root, 'img_dir', 'val', '00016.jpg'))
+    image = cv2.imread(os.path.join(vtshapes_root, 'img_dir', 'val', '100000.jpg'))
     assert image.shape == (96, 96, 3)
     inputs, shown = segmentor_inputs(segmentor, image)
     assert inputs.shape == (1, 3, 128, 128)  # padded to a multiple of 64

@@ -6,9 +6,11 @@ of four classes. An object's class is carried by its shape *and* its texture
 objects overlap and are partly cut by the border, so a model must look at
 structure, not at pixel values. Written in mmseg's folder layout::
 
-    ROOT/img_dir/{train,val}/NNNNN.jpg    RGB images
+    ROOT/img_dir/{train,val}/NNNNN.jpg    RGB images (val scenes numbered from 100000)
     ROOT/ann_dir/{train,val}/NNNNN.png    class ids 0..4 (uint8)
+    ROOT/vtshapes.json                    the size and seed it was made with
 """
+import json
 import os
 import os.path as osp
 from typing import Tuple
@@ -20,6 +22,8 @@ __all__ = ['VTSHAPES_CLASSES', 'VTSHAPES_PALETTE', 'render_scene', 'make_vtshape
 
 VTSHAPES_CLASSES = ('background', 'disc', 'box', 'triangle', 'ring')
 VTSHAPES_PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48]]
+# Val scenes are numbered from here: the val split does not depend on the train size.
+VAL_FIRST_INDEX = 100000
 
 
 def _texture(kind: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -80,15 +84,50 @@ def render_scene(
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
+def _write_json_atomically(path: str, data: dict) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
 def make_vtshapes(
         root: str,
-        num_train: int = 320,
-        num_val: int = 80,
+        num_train: int = 1000,
+        num_val: int = 200,
         size: int = 96,
         seed: int = 0,
 ) -> str:
-    """Write the data set under ``root`` (skipping files already there) and return ``root``."""
-    for split, start, count in (('train', 0, num_train), ('val', num_train, num_val)):
+    """Write the data set under ``root`` (skipping files already there) and return ``root``.
+
+    Train scenes are numbered from 0, val scenes from ``VAL_FIRST_INDEX``, so the val split is
+    the same whatever the train size. A folder that holds scenes this call would not write, or
+    that was made with another ``size``/``seed`` (``vtshapes.json``), is refused with a
+    ``ValueError``: mmseg reads every file of a split, so reusing it would mix data sets.
+    """
+    settings = dict(size=size, seed=seed)
+    manifest = osp.join(root, 'vtshapes.json')
+    if osp.isfile(manifest):
+        with open(manifest) as f:
+            made_with = json.load(f)
+        if made_with != settings:
+            raise ValueError(f'{root} holds VT-Shapes made with {made_with}, not {settings}: '
+                             'delete it or choose another folder')
+    splits = (('train', 0, num_train), ('val', VAL_FIRST_INDEX, num_val))
+    for split, start, count in splits:
+        wanted = {f'{i:05d}' for i in range(start, start + count)}
+        for folder, ext in (('img_dir', '.jpg'), ('ann_dir', '.png')):
+            path = osp.join(root, folder, split)
+            present = {name[:-len(ext)] for name in os.listdir(path) if name.endswith(ext)} \
+                if osp.isdir(path) else set()
+            foreign = sorted(present - wanted)
+            if foreign:
+                raise ValueError(f'{path} holds {len(foreign)} scenes this data set does not have (e.g. '
+                                 f'{foreign[0]}{ext}; made by an older vtseg or with other --num-train/--num-val): '
+                                 f'delete {root} or choose another folder')
+    os.makedirs(root, exist_ok=True)
+    _write_json_atomically(manifest, settings)
+    for split, start, count in splits:
         img_dir = osp.join(root, 'img_dir', split)
         ann_dir = osp.join(root, 'ann_dir', split)
         os.makedirs(img_dir, exist_ok=True)
