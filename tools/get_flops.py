@@ -12,16 +12,16 @@ Examples::
         --baseline configs/coco_stuff/fpn_r50_8xb4-45k_coco-stuff164k-512x512.py
     # a classification model by name (vtseg.models or torchvision), 224x224
     python tools/get_flops.py vt_resnet50 --baseline resnet50
+    # exact counts, as configs/*/metafile.yaml records them (FLOPs = multiply-adds)
+    python tools/get_flops.py configs/lip/vt-fpn_r50_8xb12-50k_lip-473x473.py --shape 473 --exact
+
+mmpretrain (configs/vt_resnet) and mmdet (configs/mmdet) configs are counted too, by
+their ``default_scope``; the counting is :func:`vtseg.utils.complexity.count`.
 """
 import argparse
-import os.path as osp
 import sys
-from typing import List, Tuple
 
-import torch
-import torch.nn as nn
-
-from vtseg.utils.complexity import Complexity, fpn_pairs, markdown_table, measure, resnet_pairs
+from vtseg.utils.complexity import count, fpn_pairs, markdown_table, resnet_pairs
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,45 +30,15 @@ def parse_args() -> argparse.Namespace:
                         '(vt_resnet18..101, resnet18..101)')
     parser.add_argument('--baseline', help='config file or model name to show beside it')
     parser.add_argument('--shape', type=int, nargs='+', default=None,
-                        help='input H [W] (default: 512 for configs, 224 for names)')
+                        help='input H [W] (default: 512 for mmseg configs, 800 1216 for mmdet '
+                        'configs, 224 for mmpretrain configs and names)')
+    parser.add_argument('--exact', action='store_true',
+                        help='also print the exact parameter and multiply-add counts')
     parser.add_argument('--paper', action='store_true', help="print the paper's comparison tables")
     args = parser.parse_args()
     if not args.paper and not args.model:
         parser.error('give a config or model name, or --paper')
     return args
-
-
-def build(spec: str) -> Tuple[nn.Module, str, bool]:
-    """(model, display name, is_segmentor) for a config path or a model name."""
-    if spec.endswith('.py'):
-        if not osp.isfile(spec):
-            raise SystemExit(f'error: config file not found: {spec}')
-        from mmengine.config import Config
-        from mmengine.model import revert_sync_batchnorm
-        from mmengine.registry import init_default_scope
-        from mmseg.registry import MODELS
-        import vtseg  # noqa: F401  (registers VTResNet / VTFPN)
-        cfg = Config.fromfile(spec)
-        init_default_scope(cfg.get('default_scope', 'mmseg'))
-        cfg.model.pop('pretrained', None)
-        cfg.model.get('backbone', {}).pop('init_cfg', None)  # nothing is downloaded to count MACs
-        return revert_sync_batchnorm(MODELS.build(cfg.model)), osp.basename(spec)[:-3], True
-    import torchvision
-    import vtseg.models
-    factory = getattr(vtseg.models, spec, None) or getattr(torchvision.models, spec, None)
-    if not callable(factory):
-        raise SystemExit(f'error: unknown model name {spec!r}; use a config file or one of '
-                         'vt_resnet18/34/50/101, resnet18/34/50/101')
-    return factory(), spec, False
-
-
-def count(spec: str, shape: List[int]) -> Complexity:
-    model, name, segmentor = build(spec)
-    shape = shape or [512 if segmentor else 224]
-    h, w = shape if len(shape) == 2 else (shape[0], shape[0])
-    x = torch.zeros(1, 3, h, w)
-    # A segmentor's tensor-mode forward is backbone + neck + decode head, no post-processing.
-    return measure(model, (x, None, 'tensor') if segmentor else (x,), f'{name} @{h}x{w}')
 
 
 def main() -> None:
@@ -79,10 +49,14 @@ def main() -> None:
         print('\nVT-FPN vs FPN neck, ResNet-50 features')
         print(markdown_table(fpn_pairs(((473, 473), (512, 512), (800, 1216)))))
         return
-    rows = [count(args.model, args.shape)]
-    if args.baseline:
-        rows.append(count(args.baseline, args.shape))
+    try:
+        rows = [count(spec, args.shape) for spec in (args.model, args.baseline) if spec]
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f'error: {err}')
     print(markdown_table(rows))
+    if args.exact:
+        for row in rows:
+            print(f'{row.name}: Parameters: {row.num_params}, FLOPs: {row.macs}')
     if args.baseline:
         vt, base = rows
         print(f'\nratio {vt.name} / {base.name}: params {vt.params_m / base.params_m:.3f}, '

@@ -4,14 +4,15 @@ The paper's FLOPs are multiply-adds as fvcore / ``mmengine.analysis`` count
 them (one multiply-add = one FLOP; see shared notes: mmseg's FPN counts 12.90
 GMACs at 473x473 against the paper's 12.8).
 """
+import os.path as osp
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ['Complexity', 'measure', 'PAPER_IMAGENET', 'PAPER_FPN_MODULE', 'resnet_pairs', 'fpn_pairs',
-           'resnet50_feature_shapes', 'markdown_table']
+__all__ = ['Complexity', 'measure', 'build_model', 'count', 'DEFAULT_INPUT_SIZES', 'PAPER_IMAGENET',
+           'PAPER_FPN_MODULE', 'resnet_pairs', 'fpn_pairs', 'resnet50_feature_shapes', 'markdown_table']
 
 # Paper, ImageNet table (224x224): params (M), GMACs of VT-ResNet and its ResNet baseline.
 PAPER_IMAGENET: Dict[int, dict] = {
@@ -24,11 +25,15 @@ PAPER_IMAGENET: Dict[int, dict] = {
 
 @dataclass
 class Complexity:
+    """Size and cost of one model: parameters in millions, multiply-adds in billions
+    (``num_params`` / ``macs``: the exact counts they are rounded from)."""
     name: str
     params_m: float
     gmacs: float
     paper_params_m: Optional[float] = None
     paper_gmacs: Optional[float] = None
+    num_params: int = 0
+    macs: int = 0
 
 
 def _baddbmm_flop_jit(inputs: list, outputs: list) -> int:
@@ -55,10 +60,72 @@ def measure(
         analyzer.set_op_handle('aten::baddbmm_', _baddbmm_flop_jit)
         analyzer.unsupported_ops_warnings(False)
         analyzer.uncalled_modules_warnings(False)
-        gmacs = analyzer.total() / 1e9
+        macs = int(analyzer.total())
     model.train(was_training)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    return Complexity(name, params, gmacs)
+    num_params = sum(p.numel() for p in model.parameters())
+    return Complexity(name, num_params / 1e6, macs / 1e9, num_params=num_params, macs=macs)
+
+
+# Input size (H, W) counted when none is given: a config's by its registry scope, a model name 224.
+DEFAULT_INPUT_SIZES: Dict[str, Tuple[int, int]] = {
+    'mmseg': (512, 512), 'mmpretrain': (224, 224), 'mmdet': (800, 1216), 'name': (224, 224)}
+
+
+def build_model(spec: str) -> Tuple[nn.Module, str, str]:
+    """Build a model from a config file or a model name, for counting (no weights are loaded).
+
+    Args:
+        spec: An OpenMMLab config file (``.py``; mmseg, mmpretrain or mmdet, by its
+            ``default_scope``; its ``custom_imports`` are imported) or the name of a
+            classifier in :mod:`vtseg.models` or ``torchvision.models`` (``vt_resnet50``, ``resnet50``).
+
+    Returns:
+        ``(model, display name, kind)``: kind is the config's scope (``'mmseg'``,
+        ``'mmpretrain'``, ``'mmdet'``) or ``'name'``. SyncBN layers are plain BN.
+
+    Raises:
+        FileNotFoundError: The config file does not exist.
+        ValueError: ``spec`` is neither a config file nor a known model name.
+    """
+    if spec.endswith('.py'):
+        if not osp.isfile(spec):
+            raise FileNotFoundError(f'config file not found: {spec}')
+        from mmengine.config import Config
+        from mmengine.model import revert_sync_batchnorm
+        from mmengine.registry import MODELS, init_default_scope
+        cfg = Config.fromfile(spec)
+        scope = cfg.get('default_scope', 'mmseg')
+        init_default_scope(scope)
+        cfg.model.pop('pretrained', None)
+        if isinstance(cfg.model.get('backbone'), dict):
+            cfg.model.backbone.pop('init_cfg', None)  # nothing is downloaded to count MACs
+        return revert_sync_batchnorm(MODELS.build(cfg.model)), osp.basename(spec)[:-3], scope
+    import torchvision
+    import vtseg.models
+    factory = getattr(vtseg.models, spec, None) or getattr(torchvision.models, spec, None)
+    if not callable(factory):
+        raise ValueError(f'unknown model name {spec!r}; use a config file or one of '
+                         'vt_resnet18/34/50/101, resnet18/34/50/101')
+    return factory(), spec, 'name'
+
+
+def count(spec: str, shape: Optional[Sequence[int]] = None) -> Complexity:
+    """Parameters and multiply-adds of a config's model or a named classifier for one image.
+
+    Args:
+        spec: Config file or model name (see :func:`build_model`).
+        shape: Input ``(H, W)``, or ``(S,)`` for a square ``S x S``; default
+            :data:`DEFAULT_INPUT_SIZES` of the config's scope (mmseg 512x512).
+
+    Returns:
+        The counts of ``model(image)`` for a batch of one ``(1, 3, H, W)``: a config's
+        model runs in ``mode='tensor'`` (backbone, neck and head; no post-processing).
+    """
+    model, name, kind = build_model(spec)
+    h, w = DEFAULT_INPUT_SIZES.get(kind, (224, 224)) if not shape else (
+        tuple(shape) if len(shape) == 2 else (shape[0], shape[0]))
+    x = torch.zeros(1, 3, h, w)
+    return measure(model, (x,) if kind == 'name' else (x, None, 'tensor'), f'{name} @{h}x{w}')
 
 
 def resnet_pairs(
