@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 import vtseg.apis.folder as folder_module
-from vtseg.apis import FolderRunner, InferenceSetupError, find_images, infer_folder, load_image
+from vtseg.apis import (FolderRunner, FolderSummary, InferenceSetupError, find_images, infer_folder,
+                        load_image)
 
 RNG = np.random.default_rng(2)
 
@@ -48,8 +49,8 @@ def test_find_images_walks_recursively_and_ignores_non_images(tmp_path):
     (root / 'a' / 'readme.md').write_text('x')
     tasks = find_images(str(root), str(tmp_path / 'out'))
     assert [t.rel for t in tasks] == ['z.jpg', osp.join('a', 'b.PNG'), osp.join('a', 'c', 'd.tiff')]
-    assert tasks[1].pred_path == str(tmp_path / 'out' / 'pred' / 'a' / 'b.png')
-    assert tasks[2].vis_path == str(tmp_path / 'out' / 'vis' / 'a' / 'c' / 'd.jpg')
+    assert tasks[1].pred_path == str(tmp_path / 'out' / 'pred' / 'a' / 'b.PNG.png')
+    assert tasks[2].vis_path == str(tmp_path / 'out' / 'vis' / 'a' / 'c' / 'd.tiff.jpg')
 
 
 def test_outputs_inside_the_input_folder_are_not_inputs(tmp_path):
@@ -63,18 +64,19 @@ def test_outputs_inside_the_input_folder_are_not_inputs(tmp_path):
         'x.jpg', osp.join('out', 'other', 'y.jpg')]
 
 
-def test_images_sharing_a_name_keep_their_extension(tmp_path):
+def test_outputs_keep_the_whole_image_name(tmp_path):
     root = tmp_path / 'in'
     for name in ['a.jpg', 'a.png', 'b.jpg']:
         _write(root / name, 4, 4)
-    outputs = [osp.basename(t.pred_path) for t in find_images(str(root), str(tmp_path / 'o'))]
-    assert outputs == ['a.jpg.png', 'a.png.png', 'b.png']
+    tasks = find_images(str(root), str(tmp_path / 'o'))
+    assert [osp.basename(t.pred_path) for t in tasks] == ['a.jpg.png', 'a.png.png', 'b.jpg.png']
+    assert [osp.basename(t.vis_path) for t in tasks] == ['a.jpg.jpg', 'a.png.jpg', 'b.jpg.jpg']
 
 
 def test_a_single_file_is_an_input(tmp_path):
     path = _write(tmp_path / 'one.jpg', 4, 4)
     task, = find_images(path, str(tmp_path / 'out'))
-    assert task.src == path and task.pred_path == str(tmp_path / 'out' / 'pred' / 'one.png')
+    assert task.src == path and task.pred_path == str(tmp_path / 'out' / 'pred' / 'one.jpg.png')
 
 
 @pytest.mark.parametrize('make,message', [
@@ -109,11 +111,11 @@ def test_bad_files_fail_with_reasons_and_the_rest_is_done(inferencer, mixed_fold
     assert all(reason.startswith('cannot decode image') for reason in failed.values())
     assert logged == [f'failed: {path}: {reason}' for path, reason in summary.failed]
     assert summary.exit_code == 1 and 'failed 2 of 5 images' in str(summary)
-    for rel in ['a', osp.join('nested', 'deeper', 'b'), 'c']:
+    for rel in ['a.jpg', osp.join('nested', 'deeper', 'b.png'), 'c.png']:
         pred = Image.open(osp.join(out, 'pred', rel + '.png'))
         assert pred.mode == 'P'
         assert pred.getpalette()[:15] == sum(inferencer.palette, [])
-        image = load_image(osp.join(mixed_folder, rel + ('.jpg' if rel == 'a' else '.png')))
+        image = load_image(osp.join(mixed_folder, rel))
         assert pred.size == image.shape[1::-1]
         # the file holds the model's prediction for this image
         assert (np.array(pred) == inferencer.predict([image])[0]).mean() > 0.99
@@ -129,10 +131,10 @@ def test_rerun_skips_finished_images_unless_forced(inferencer, tmp_path):
     _write(root / 'b.png', 12, 12)
     first = infer_folder(inferencer, str(root), out)
     assert len(first.done) == 2 and first.exit_code == 0
-    pred_a = osp.join(out, 'pred', 'a.png')
+    pred_a = osp.join(out, 'pred', 'a.png.png')
     original = open(pred_a, 'rb').read()
     Image.new('P', (1, 1)).save(pred_a)  # a marker: skipping must leave it alone
-    os.remove(osp.join(out, 'vis', 'b.jpg'))  # b is unfinished: it is done again
+    os.remove(osp.join(out, 'vis', 'b.png.jpg'))  # b is unfinished: it is done again
 
     second = infer_folder(inferencer, str(root), out)
     assert second.skipped == [str(root / 'a.png')] and second.done == [str(root / 'b.png')]
@@ -151,8 +153,8 @@ def test_batches_of_mixed_sizes_give_the_same_outputs(inferencer, tmp_path):
     three = infer_folder(inferencer, str(root), str(tmp_path / 'three'), batch_size=3)
     assert len(one.done) == len(three.done) == 5
     for i in range(5):
-        a = np.array(Image.open(tmp_path / 'one' / 'pred' / f'{i}.png'))
-        b = np.array(Image.open(tmp_path / 'three' / 'pred' / f'{i}.png'))
+        a = np.array(Image.open(tmp_path / 'one' / 'pred' / f'{i}.png.png'))
+        b = np.array(Image.open(tmp_path / 'three' / 'pred' / f'{i}.png.png'))
         assert (a == b).mean() > 0.99
 
 
@@ -163,10 +165,10 @@ def test_an_inference_error_fails_only_its_image(inferencer, tmp_path, monkeypat
     _write(root / 'huge.png', 13, 13)
     real = inferencer.predict_with_mode
 
-    def out_of_memory_on_13x13(images, slide=None):  # what a too-large image does to a GPU
+    def out_of_memory_on_13x13(images, slide=None, **kwargs):  # what a too-large image does to a GPU
         if any(image.shape[:2] == (13, 13) for image in images):
             raise RuntimeError('CUDA out of memory.\nTried to allocate 80 GiB')
-        return real(images, slide)
+        return real(images, slide, **kwargs)
 
     monkeypatch.setattr(inferencer, 'predict_with_mode', out_of_memory_on_13x13)
     runner = FolderRunner(inferencer, batch_size=4)
@@ -178,12 +180,14 @@ def test_an_inference_error_fails_only_its_image(inferencer, tmp_path, monkeypat
 
 def test_unwritable_outputs_fail_per_image(inferencer, tmp_path):
     root, out = tmp_path / 'in', tmp_path / 'out'
-    _write(root / 'a.png', 8, 8)
-    out.mkdir()
-    (out / 'pred').write_text('a file where the pred folder should be')
+    _write(root / 'sub' / 'a.png', 8, 8)
+    _write(root / 'b.png', 8, 8)
+    (out / 'pred').mkdir(parents=True)
+    (out / 'pred' / 'sub').write_text('a file where the sub folder should be')
     summary = infer_folder(inferencer, str(root), str(out))
     (path, reason), = summary.failed
-    assert path == str(root / 'a.png') and reason.startswith('cannot write outputs (')
+    assert path == str(root / 'sub' / 'a.png') and reason.startswith('cannot write outputs (')
+    assert summary.done == [str(root / 'b.png')]
 
 
 def test_interrupted_run_keeps_finished_outputs_and_no_partial_files(inferencer, tmp_path,
@@ -203,8 +207,8 @@ def test_interrupted_run_keeps_finished_outputs_and_no_partial_files(inferencer,
     with pytest.raises(KeyboardInterrupt):
         runner.run(find_images(str(root), out))
     assert [osp.basename(p) for p in runner.summary.done] == ['a.png', 'b.png']
-    assert sorted(os.listdir(osp.join(out, 'pred'))) == ['a.png', 'b.png']
-    for name in ['a', 'b']:
+    assert sorted(os.listdir(osp.join(out, 'pred'))) == ['a.png.png', 'b.png.png']
+    for name in ['a.png', 'b.png']:
         Image.open(osp.join(out, 'pred', name + '.png')).load()  # complete files
         Image.open(osp.join(out, 'vis', name + '.jpg')).load()
     assert _leftovers(out) == []
@@ -215,3 +219,171 @@ def test_forced_slide_is_reported(inferencer, tmp_path):
     summary = infer_folder(inferencer, str(tmp_path / 'in'), str(tmp_path / 'out'), slide=True)
     assert summary.slid == summary.done == [str(tmp_path / 'in' / 'a.png')]
     assert str(summary).endswith('; 1 by sliding window')
+
+
+# --- hostile folders -------------------------------------------------------------------------
+
+def _check_one_to_one(rel_paths, names):
+    """No two outputs equal case-insensitively; no output file where an output folder goes."""
+    def key(path):
+        return osp.normpath(path).casefold()
+    folders = {key(osp.dirname(rel)) for rel in rel_paths if osp.dirname(rel)}
+    folders |= {key(osp.dirname(f)) for f in folders if osp.dirname(f)}
+    assert len({key(n) for n in names}) == len(names)
+    for rel, name in zip(rel_paths, names):
+        assert name == rel or (name.startswith(rel + '~') and name[len(rel) + 1:].isdigit())
+        assert key(name + '.png') not in folders and key(name + '.jpg') not in folders
+
+
+def test_output_names_are_one_to_one_for_adversarial_folders():
+    files = ['a.jpg', 'a.png', 'a.jpg.png', 'A.JPG', 'a.JPG', 'a.jpg~1.png', 'a.png.png',
+             'a.jpg.png.png', 'a.jpg.jpg', 'b.png', 'B.png']
+    folders = ['a.jpg.png', 'a.png.png', 'A.JPG.png', 'a.jpg~1.png', 'a.jpg.jpg', 'b.png.jpg',
+               'sub', 'SUB']
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        chosen_folders = [f for f in folders if rng.random() < 0.4]
+        chosen_files = [f for f in files if rng.random() < 0.6 and f not in chosen_folders]
+        rel_paths = sorted(chosen_files + [osp.join(f, 'x.jpg') for f in chosen_folders] +
+                           [osp.join(f, 'a.jpg') for f in chosen_folders if rng.random() < 0.5])
+        _check_one_to_one(rel_paths, folder_module.output_names(rel_paths))
+    # the issue's folder: a.jpg's output name is a.jpg.png's file name, never its output
+    assert folder_module.output_names(['a.jpg', 'a.jpg.png', 'a.png']) == [
+        'a.jpg', 'a.jpg.png', 'a.png']
+    assert folder_module.output_names(['A.JPG', 'a.jpg']) == ['A.JPG', 'a.jpg~1']
+    assert folder_module.output_names([osp.join('a.png.png', 'x.jpg'), 'a.png']) == [
+        osp.join('a.png.png', 'x.jpg'), 'a.png~1']
+
+
+def test_every_image_of_an_adversarial_folder_gets_its_own_outputs(inferencer, tmp_path):
+    """a.jpg, a.png, a.jpg.png, A.JPG and a folder a.png.png/: six images, twelve files."""
+    root, out = tmp_path / 'in', str(tmp_path / 'out')
+    sizes = {'a.jpg': (8, 9), 'a.png': (8, 10), 'a.jpg.png': (8, 11), 'A.JPG': (8, 12),
+             osp.join('a.png.png', 'x.jpg'): (8, 13), osp.join('a.png.png', 'a.jpg'): (8, 14)}
+    for rel, (h, w) in sizes.items():
+        _write(root / rel, h, w)
+    first = infer_folder(inferencer, str(root), out, batch_size=3)
+    assert len(first.done) == 6 and not first.skipped and not first.failed
+    def output_files():
+        return sorted(p for p in glob.glob(osp.join(out, '**', '*'), recursive=True) if osp.isfile(p))
+    outputs = output_files()
+    assert len(outputs) == 12
+    tasks = {t.src: t for t in find_images(str(root), out)}
+    for rel, (h, w) in sizes.items():  # each output is its own image's (the sizes differ)
+        task = tasks[str(root / rel)]
+        assert Image.open(task.pred_path).size == (w, h) and task.pred_path in outputs
+    assert tasks[str(root / 'a.png')].pred_path == osp.join(out, 'pred', 'a.png~1.png')
+    second = infer_folder(inferencer, str(root), out)
+    assert len(second.skipped) == 6 and not second.done
+    forced = infer_folder(inferencer, str(root), out, force=True)
+    assert len(forced.done) == 6
+    assert output_files() == outputs
+
+
+def _special_files(root):
+    """A named pipe, a socket and a character device (a link to /dev/null), with image names."""
+    import socket
+    os.mkfifo(root / 'pipe.jpg')
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(root / 'socket.png'))
+    os.symlink('/dev/null', root / 'device.jpg')
+    return server
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='no named pipes here')
+def test_special_files_fail_without_being_opened(inferencer, tmp_path):
+    import threading
+    root, out = tmp_path / 'in', str(tmp_path / 'out')
+    _write(root / 'good.png', 8, 8)
+    server = _special_files(root)
+    results = {}
+
+    def run():  # a reader that opened the pipe would wait for a writer forever
+        results['summary'] = infer_folder(inferencer, str(root), out)
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    server.close()
+    assert not worker.is_alive(), 'the run blocked on a special file'
+    summary = results['summary']
+    assert summary.done == [str(root / 'good.png')] and summary.exit_code == 1
+    assert dict(summary.failed) == {
+        str(root / 'pipe.jpg'): 'not a regular file but a named pipe (FIFO): not opened',
+        str(root / 'socket.png'): 'not a regular file but a socket: not opened',
+        str(root / 'device.jpg'): 'not a regular file but a character device: not opened'}
+
+
+UNREADABLE_SCRIPT = '''
+import sys
+from vtseg.apis import InferenceSetupError, find_images
+unreadable = []
+tasks = find_images(sys.argv[1], sys.argv[2], unreadable)
+print([t.rel for t in tasks], unreadable)
+try:
+    find_images(sys.argv[1], sys.argv[2])
+except InferenceSetupError as err:
+    print(err)
+'''
+
+
+def test_an_unreadable_folder_is_reported_not_skipped(tmp_path):
+    import subprocess
+    import sys
+    from os_testing import unprivileged
+    root = tmp_path / 'in'
+    _write(root / 'a.png', 4, 4)
+    _write(root / 'locked' / 'b.png', 4, 4)
+    os.chmod(root / 'locked', 0)
+    try:
+        proc = subprocess.run(unprivileged([sys.executable, '-c', UNREADABLE_SCRIPT, str(root),
+                                            str(tmp_path / 'out')]),
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        os.chmod(root / 'locked', 0o755)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    listed, refused = proc.stdout.strip().splitlines()
+    locked = str(root / 'locked')
+    reason = 'cannot list this folder (Permission denied); its images were not processed'
+    assert listed == f"{['a.png']} {[(locked, reason)]}"
+    assert refused == f'{locked}: cannot list this folder (Permission denied); fix its permissions'
+
+    summary = FolderSummary(total=1, done=['a.png'], unreadable_folders=[(locked, 'x')])
+    assert summary.exit_code == 1 and str(summary).endswith('; 1 folder could not be read')
+
+
+@pytest.mark.parametrize('case', ['a file', 'under a file', 'pred is a file', 'unwritable'])
+def test_output_folder_is_checked_before_any_work(inferencer, tmp_path, case, monkeypatch):
+    root = tmp_path / 'in'
+    _write(root / 'a.png', 4, 4)
+    loads = []
+    monkeypatch.setattr(folder_module, 'load_image', lambda path: loads.append(path))
+    (tmp_path / 'file').write_text('x')
+    out = {'a file': tmp_path / 'file', 'under a file': tmp_path / 'file' / 'out',
+           'pred is a file': tmp_path / 'out', 'unwritable': tmp_path / 'ro' / 'out'}[case]
+    message = {'a file': 'is a file, not a folder', 'under a file': 'lies under the file',
+               'pred is a file': 'holds a file pred where its pred/ folder goes',
+               'unwritable': 'cannot be written'}[case]
+    if case == 'pred is a file':
+        out.mkdir()
+        (out / 'pred').write_text('x')
+    if case == 'unwritable':
+        if os.geteuid() == 0:
+            # root writes anywhere it may: use a file system that refuses everyone
+            out = '/proc/vtseg-test-out'
+        else:
+            (tmp_path / 'ro').mkdir(mode=0o500)
+    with pytest.raises(InferenceSetupError, match=message) as info:
+        infer_folder(inferencer, str(root), str(out))
+    assert '\n' not in str(info.value) and loads == []
+    assert not osp.exists(tmp_path / 'file' / 'out')
+
+
+def test_prepare_output_dir_creates_checks_and_undoes(tmp_path):
+    from vtseg.apis import prepare_output_dir, remove_created_dirs
+    out = tmp_path / 'new' / 'out'
+    created = prepare_output_dir(str(out))
+    assert created == [str(tmp_path / 'new'), str(out), str(out / 'pred'), str(out / 'vis')]
+    assert sorted(os.listdir(out)) == ['pred', 'vis'] and not os.listdir(out / 'pred')
+    assert prepare_output_dir(str(out)) == []  # nothing new the second time
+    remove_created_dirs(created)
+    assert not (tmp_path / 'new').exists()

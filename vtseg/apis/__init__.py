@@ -8,20 +8,25 @@ Example:
     >>> from vtseg.apis import SegInferencer, infer_folder, load_image
     >>> inferencer = SegInferencer(CONFIG, CHECKPOINT, device='cpu')
     >>> label_map = inferencer.predict([load_image('photo.jpg')])[0]  # (H, W) class ids
-    >>> summary = infer_folder(inferencer, 'photos/', 'out/')  # out/pred/*.png, out/vis/*.jpg
+    >>> summary = infer_folder(inferencer, 'photos/', 'out/')  # out/pred/*.jpg.png, out/vis/*.jpg.jpg
     >>> print(summary)  # done 12, skipped 0, failed 1 of 13 images in ...
 """
-from .folder import FolderRunner, FolderSummary, ImageTask, find_images, infer_folder
+from .folder import (FolderRunner, FolderSummary, ImageTask, find_images, infer_folder, output_names,
+                     prepare_output_dir, remove_created_dirs)
 from .inference import (CheckpointMismatchError, InferenceSetupError, SegInferencer,
-                        check_model_files, checkpoint_mismatch, resolve_device)
+                        check_checkpoint_fits, check_config_checkpoint, check_model_files,
+                        checkpoint_mismatch, read_checkpoint, resolve_device)
 from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg,
-                 encode_label_png, is_image_file, load_image)
+                 encode_label_png, file_kind, is_image_file, load_image, open_regular_file)
+from .slide import predict_sliding, predict_whole, resize_argmax_into, window_grid
 from .visualize import draw_overlay, vis_scale
 
 __all__ = [
     'SegInferencer', 'InferenceSetupError', 'CheckpointMismatchError', 'check_model_files',
-    'checkpoint_mismatch', 'resolve_device', 'FolderRunner', 'FolderSummary', 'ImageTask',
-    'find_images', 'infer_folder', 'IMAGE_EXTENSIONS', 'ImageDecodeError', 'is_image_file',
-    'load_image', 'atomic_write_bytes', 'encode_label_png', 'encode_jpeg', 'draw_overlay',
-    'vis_scale'
+    'checkpoint_mismatch', 'check_checkpoint_fits', 'check_config_checkpoint', 'read_checkpoint',
+    'resolve_device', 'FolderRunner', 'FolderSummary', 'ImageTask', 'find_images', 'output_names',
+    'prepare_output_dir', 'remove_created_dirs', 'infer_folder', 'IMAGE_EXTENSIONS',
+    'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file', 'load_image',
+    'atomic_write_bytes', 'encode_label_png', 'encode_jpeg', 'draw_overlay', 'vis_scale',
+    'window_grid', 'predict_whole', 'predict_sliding', 'resize_argmax_into'
 ]

@@ -13,7 +13,11 @@ what a command-line tool on real folders needs on top:
 - :meth:`SegInferencer.predict` takes decoded images of any sizes, batches
   those of equal size, and switches the model to sliding-window inference
   (``test_cfg.mode='slide'``, crop and stride from the config's crop size) for
-  images much larger than the crop, or always when asked.
+  images much larger than the crop, or always when asked;
+- predictions are mmseg's, computed in bounded memory (:mod:`.slide`): windows
+  run in batches with a progress callback, logits are summed in a band along the
+  image and resized to the original size a few rows at a time, so a 24-megapixel
+  photo never needs a full-size tensor of class scores.
 
 The inherited ``__call__`` still works as in mmseg.
 """
@@ -22,23 +26,27 @@ import os.path as osp
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
-from mmengine.registry import MODELS
+from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 
 from mmseg.apis import MMSegInferencer
 from mmseg.registry import DATASETS
 
 import vtseg  # noqa: F401  (registers vtseg's modules; mmengine checkpoints load with weights_only)
+from vtseg.mm.cli import merge_cfg_options
+from vtseg.utils.errors import checkpoint_error_reason, one_line
+from .slide import predict_sliding, predict_whole, supports_streaming
 
 __all__ = [
     'InferenceSetupError', 'CheckpointMismatchError', 'check_model_files', 'resolve_device',
-    'checkpoint_mismatch', 'SegInferencer'
+    'read_checkpoint', 'checkpoint_mismatch', 'check_checkpoint_fits', 'check_config_checkpoint',
+    'SegInferencer'
 ]
 
 # Slide when an image side exceeds this many crop sides (and the config has a crop size).
@@ -52,12 +60,6 @@ class InferenceSetupError(RuntimeError):
 
 class CheckpointMismatchError(InferenceSetupError):
     """The checkpoint's weights do not fit the model that the config builds."""
-
-
-def _one_line(err: BaseException, limit: int = 400) -> str:
-    """An exception as one line of at most ``limit`` characters."""
-    text = ' '.join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
 def _is_url(path: str) -> bool:
@@ -86,18 +88,20 @@ def resolve_device(device: Optional[str]) -> str:
     """The device to run on: ``device`` checked, or CUDA when available, else CPU.
 
     Args:
-        device: ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or None (choose).
+        device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``, ``'mps'`` (where torch has it) or None
+            (choose).
 
     Raises:
-        InferenceSetupError: Unknown device string, or CUDA asked for and absent.
+        InferenceSetupError: Unknown or unsupported device string (``'meta'``, ``'tpu'``),
+            or a device asked for that this machine does not have.
     """
     if device is None:
         return 'cuda' if torch.cuda.is_available() else 'cpu'
+    usable = 'use cpu or cuda[:N]'
     try:
         parsed = torch.device(device)
-    except RuntimeError as err:
-        raise InferenceSetupError(f'unknown device {device!r} ({_one_line(err)}): use cpu, '
-                                  'cuda or cuda:N') from err
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise InferenceSetupError(f'unknown device {device!r} ({one_line(err, 120)}): {usable}') from err
     if parsed.type == 'cuda':
         if not torch.cuda.is_available():
             raise InferenceSetupError(f'device {device!r} asked for, but torch sees no CUDA GPU: '
@@ -105,7 +109,28 @@ def resolve_device(device: Optional[str]) -> str:
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise InferenceSetupError(f'device {device!r} asked for, but there are only '
                                       f'{torch.cuda.device_count()} CUDA GPUs')
+    elif parsed.type == 'mps':
+        if not torch.backends.mps.is_available():
+            raise InferenceSetupError(f'device {device!r} asked for, but torch has no MPS (Apple '
+                                      f'GPU) backend here: {usable}')
+    elif parsed.type != 'cpu':
+        raise InferenceSetupError(f'device {device!r} cannot run inference here: {usable}')
     return device
+
+
+def read_checkpoint(checkpoint: str) -> Any:
+    """Load a checkpoint file (or URL) on the CPU with torch's ``weights_only`` loader.
+
+    Raises:
+        InferenceSetupError: It cannot be read, or holds pickled code or objects other than
+            weights (never executed); the message gives torch's reason without its advice
+            to load the file unsafely.
+    """
+    try:
+        return _load_checkpoint(checkpoint, map_location='cpu', logger='silent')
+    except Exception as err:
+        raise InferenceSetupError(f'cannot read checkpoint {checkpoint}: '
+                                  f'{checkpoint_error_reason(err, 300)}') from err
 
 
 def checkpoint_mismatch(model_state: Mapping[str, torch.Tensor],
@@ -146,6 +171,59 @@ def checkpoint_mismatch(model_state: Mapping[str, torch.Tensor],
     if reshaped:
         problems.append(f'{len(reshaped)} weights differ in shape ({listed(reshaped)})')
     return '; '.join(problems)
+
+
+def check_checkpoint_fits(model: nn.Module, checkpoint: Any, checkpoint_name: str,
+                          config_name: str) -> Dict[str, Any]:
+    """The checkpoint's state dict, after checking that it fits ``model`` exactly.
+
+    Args:
+        model: The model the config builds.
+        checkpoint: What :func:`read_checkpoint` returned.
+        checkpoint_name: The checkpoint's path, for the message.
+        config_name: The config's path, for the message.
+
+    Returns:
+        The state dict, ``module.`` prefixes removed.
+
+    Raises:
+        InferenceSetupError: The checkpoint holds no state dict.
+        CheckpointMismatchError: Names or shapes differ (one line naming some of them).
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise InferenceSetupError(f'checkpoint {checkpoint_name} holds no state dict '
+                                  f'(it holds a {type(checkpoint).__name__})')
+    state = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state, Mapping) or not state:
+        raise InferenceSetupError(f'checkpoint {checkpoint_name} holds no state dict')
+    state = {re.sub(r'^module\.', '', key): value for key, value in state.items()}
+    problem = checkpoint_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointMismatchError(
+            f'checkpoint {checkpoint_name} does not fit config {config_name}: '
+            f'{problem}; pass the config it was trained with')
+    return state
+
+
+def check_config_checkpoint(cfg: Config, checkpoint: str, config_name: str) -> None:
+    """Check, before a run, that ``checkpoint`` holds the weights of the model ``cfg`` builds.
+
+    Builds the model on the CPU (no pretrained weights are fetched: building does not
+    initialise) and compares every weight name and shape, as :class:`SegInferencer` does.
+
+    Raises:
+        InferenceSetupError: The checkpoint cannot be read or the model cannot be built;
+            :class:`CheckpointMismatchError` when the weights do not fit.
+    """
+    loaded = read_checkpoint(checkpoint)
+    model_cfg = copy.deepcopy(cfg.model)
+    try:
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmseg')):
+            model = MODELS.build(model_cfg)
+    except Exception as err:
+        raise InferenceSetupError(f'cannot build the model of config {config_name}: '
+                                  f'{one_line(err)}') from err
+    check_checkpoint_fits(model, loaded, checkpoint, config_name)
 
 
 def _generic_palette(num_colours: int) -> List[List[int]]:
@@ -214,15 +292,14 @@ class SegInferencer(MMSegInferencer):
             try:
                 cfg = Config.fromfile(str(config))
             except Exception as err:
-                raise InferenceSetupError(f'cannot load config {config}: {_one_line(err)}') from err
-        if cfg_options:
-            try:
-                cfg.merge_from_dict(cfg_options)
-            except Exception as err:
-                raise InferenceSetupError(f'cannot apply --cfg-options {cfg_options}: '
-                                          f'{_one_line(err)}') from err
-        if 'model' not in cfg:
-            raise InferenceSetupError(f'config {self.config_name} defines no model')
+                raise InferenceSetupError(f'cannot load config {config}: {one_line(err)}') from err
+        try:
+            merge_cfg_options(cfg, cfg_options)
+        except ValueError as err:
+            raise InferenceSetupError(str(err)) from err
+        if not isinstance(cfg.get('model'), Mapping):
+            raise InferenceSetupError(f'config {self.config_name} defines no model (a dict '
+                                      '`model = dict(type=...)`)')
         self.slide_ratio = slide_ratio
         self.meta_source = 'generic'
         super().__init__(model=cfg, weights=checkpoint, device=self.device,
@@ -239,11 +316,7 @@ class SegInferencer(MMSegInferencer):
 
     def _init_model(self, cfg: Config, weights: Optional[str], device: str = 'cpu') -> nn.Module:
         """Read the checkpoint, build the model, check the fit, then load (all one-line errors)."""
-        try:
-            checkpoint = _load_checkpoint(weights, map_location='cpu', logger='silent')
-        except Exception as err:
-            raise InferenceSetupError(f'cannot read checkpoint {self.checkpoint_name}: '
-                                      f'{_one_line(err)}') from err
+        checkpoint = read_checkpoint(weights)
         # Weights come from the checkpoint: never fetch ImageNet-pretrained ones.
         if cfg.model.get('pretrained') is not None:
             del cfg.model.pretrained
@@ -251,7 +324,7 @@ class SegInferencer(MMSegInferencer):
             model = MODELS.build(cfg.model)
         except Exception as err:
             raise InferenceSetupError(f'cannot build the model of config {self.config_name}: '
-                                      f'{_one_line(err)}') from err
+                                      f'{one_line(err)}') from err
         model.cfg = cfg
         self._load_weights_to_model(model, checkpoint, cfg)
         model.to(device)
@@ -261,18 +334,7 @@ class SegInferencer(MMSegInferencer):
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Optional[Config]) -> None:
         """Load the weights strictly, after checking that every name and shape fits."""
-        if not isinstance(checkpoint, Mapping):
-            raise InferenceSetupError(f'checkpoint {self.checkpoint_name} holds no state dict '
-                                      f'(it holds a {type(checkpoint).__name__})')
-        state = checkpoint.get('state_dict', checkpoint)
-        if not isinstance(state, Mapping) or not state:
-            raise InferenceSetupError(f'checkpoint {self.checkpoint_name} holds no state dict')
-        state = {re.sub(r'^module\.', '', key): value for key, value in state.items()}
-        problem = checkpoint_mismatch(model.state_dict(), state)
-        if problem:
-            raise CheckpointMismatchError(
-                f'checkpoint {self.checkpoint_name} does not fit config {self.config_name}: '
-                f'{problem}; pass the config it was trained with')
+        check_checkpoint_fits(model, checkpoint, self.checkpoint_name, self.config_name)
         _load_checkpoint_to_model(model, checkpoint, strict=True)
         model.dataset_meta = self._dataset_meta(model, checkpoint, cfg)
 
@@ -305,7 +367,7 @@ class SegInferencer(MMSegInferencer):
         except Exception as err:
             raise InferenceSetupError(
                 f'config {self.config_name} has no usable test pipeline '
-                f'(test_dataloader.dataset.pipeline): {_one_line(err)}') from err
+                f'(test_dataloader.dataset.pipeline): {one_line(err)}') from err
 
     def _init_visualizer(self, cfg: Config) -> Any:
         # MMSegInferencer requires a SegLocalVisualizer; configs without one get the default.
@@ -364,14 +426,24 @@ class SegInferencer(MMSegInferencer):
         finally:
             self.model.test_cfg = original
 
-    def predict_with_mode(self, images: Sequence[np.ndarray],
-                          slide: Optional[bool] = None) -> List[Tuple[np.ndarray, str]]:
+    def predict_with_mode(self,
+                          images: Sequence[np.ndarray],
+                          slide: Optional[bool] = None,
+                          window_batch_size: int = 1,
+                          on_window: Optional[Callable[[int, int], None]] = None
+                          ) -> List[Tuple[np.ndarray, str]]:
         """Predict class-id maps, saying for each whether it was made by sliding windows.
+
+        Predictions equal mmseg's ``model.predict`` (up to float rounding) but take memory
+        bounded by a window batch and a band of logits, not by the image (see :mod:`.slide`).
 
         Args:
             images: (H, W, 3) uint8 BGR images (as :func:`vtseg.apis.load_image` gives), of any
                 sizes; images of equal size after the test pipeline run as one batch.
             slide: See :meth:`uses_slide`.
+            window_batch_size: Windows per forward pass in sliding-window inference.
+            on_window: Called with (windows done, windows of the image) during sliding-window
+                inference of each image.
 
         Returns:
             Per image: its (H, W) uint8 class ids at the image's own size, and ``'slide'`` or
@@ -385,14 +457,28 @@ class SegInferencer(MMSegInferencer):
         results: List[Optional[Tuple[np.ndarray, str]]] = [None] * len(images)
         for input_hw, indices in by_shape.items():
             slide_here = self.uses_slide(input_hw, slide)
-            batch = self.collate_fn([packed[i] for i in indices])
+            samples = [packed[i] for i in indices]
             with self._test_mode(slide_here):
-                samples = self.forward(batch)
-            for index, sample in zip(indices, samples):
-                # pred_sem_seg.data: (1, H, W) int64 at the original image size
-                label_map = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+                if not supports_streaming(self.model, [s['data_samples'].metainfo for s in samples]):
+                    label_maps = self._predict_by_mmseg(samples)
+                elif slide_here:
+                    crop_hw, stride_hw = self.slide_test_cfg.crop_size, self.slide_test_cfg.stride
+                    label_maps = [predict_sliding(self.model, sample, tuple(crop_hw), tuple(stride_hw),
+                                                  window_batch_size, on_window)
+                                  for sample in samples]
+                else:
+                    label_maps = predict_whole(self.model, samples)
+            for index, label_map in zip(indices, label_maps):
                 results[index] = (label_map, 'slide' if slide_here else 'whole')
         return results
+
+    def _predict_by_mmseg(self, samples: List[dict]) -> List[np.ndarray]:
+        """mmseg's own prediction (full-size tensors), for segmentors other than encoder-decoders."""
+        label_maps = []
+        for sample in self.forward(self.collate_fn(samples)):
+            # pred_sem_seg.data: (1, H, W) int64 at the original image size
+            label_maps.append(sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8))
+        return label_maps
 
     def predict(self, images: Sequence[np.ndarray],
                 slide: Optional[bool] = None) -> List[np.ndarray]:

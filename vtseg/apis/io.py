@@ -4,7 +4,8 @@
 palette, 16-bit, CMYK, EXIF-rotated) into the 8-bit BGR array that mmcv's
 ``LoadImageFromFile`` gives a model during training, in the orientation an
 image viewer shows, and fails with the decoder's reason instead of returning
-garbage. :func:`atomic_write_bytes` writes through a temporary file in the
+garbage; it never opens what is not a regular file (a named pipe called ``x.jpg``
+would block a reader forever). :func:`atomic_write_bytes` writes through a temporary file in the
 target's directory and ``os.replace``, so an output path either holds a complete
 file or is left as it was, even when the process is interrupted mid-write.
 """
@@ -12,15 +13,16 @@ import io
 import os
 import os.path as osp
 import secrets
-from typing import Sequence
+import stat
+from typing import BinaryIO, Sequence
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 __all__ = [
-    'IMAGE_EXTENSIONS', 'ImageDecodeError', 'is_image_file', 'load_image', 'atomic_write_bytes',
-    'encode_label_png', 'encode_jpeg'
+    'IMAGE_EXTENSIONS', 'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file',
+    'load_image', 'atomic_write_bytes', 'encode_label_png', 'encode_jpeg'
 ]
 
 # Files are picked by extension (case-insensitive); everything else in a folder is ignored.
@@ -38,6 +40,40 @@ class ImageDecodeError(ValueError):
 def is_image_file(path: str) -> bool:
     """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS`."""
     return osp.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` describes, in words (``'regular file'``, ``'named pipe (FIFO)'``, ...)."""
+    kinds = ((stat.S_ISREG, 'regular file'), (stat.S_ISDIR, 'folder'),
+             (stat.S_ISFIFO, 'named pipe (FIFO)'), (stat.S_ISSOCK, 'socket'),
+             (stat.S_ISCHR, 'character device'), (stat.S_ISBLK, 'block device'))
+    return next((name for is_kind, name in kinds if is_kind(mode)), 'special file')
+
+
+def open_regular_file(path: str) -> BinaryIO:
+    """Open ``path`` for reading in binary mode if it is a regular file, never opening anything else.
+
+    A named pipe, socket or device with an image's name would block a reader or have side
+    effects when opened, so its type is checked first (``stat``, which follows symbolic
+    links), and checked again on the opened descriptor, which is opened non-blocking, in
+    case the path was swapped in between.
+
+    Raises:
+        OSError: ``path`` is missing or cannot be opened (no permission, ...).
+        ValueError: ``path`` is not a regular file; the message names what it is.
+    """
+    kind = file_kind(os.stat(path).st_mode)
+    if kind != 'regular file':
+        raise ValueError(f'not a regular file but a {kind}: not opened')
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_BINARY', 0))
+    try:
+        kind = file_kind(os.fstat(fd).st_mode)
+        if kind != 'regular file':
+            raise ValueError(f'not a regular file but a {kind}: not read')
+        return os.fdopen(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _to_bgr(image: Image.Image) -> np.ndarray:
@@ -69,17 +105,23 @@ def load_image(path: str) -> np.ndarray:
         16-bit samples reduced to their high byte.
 
     Raises:
-        ImageDecodeError: The file is missing, corrupt, truncated or not an image; the
-            message says why.
+        ImageDecodeError: The file is missing, not a regular file (never opened then),
+            corrupt, truncated or not an image; the message says why.
     """
     try:
-        with Image.open(path) as image:
+        image_file = open_regular_file(path)
+    except ValueError as err:  # a named pipe, socket or device
+        raise ImageDecodeError(str(err)) from err
+    except OSError as err:
+        raise ImageDecodeError(f'cannot open image ({type(err).__name__}: {err.strerror})') from err
+    try:
+        with image_file, Image.open(image_file) as image:
             image.load()  # decode everything now, so that a truncated file fails here
             displayed = ImageOps.exif_transpose(image)
             return _to_bgr(displayed)
     except Exception as err:  # any decoder failure is this file's problem, not the run's
         reason = ' '.join(str(err).split()) or type(err).__name__
-        raise ImageDecodeError(f'cannot decode image ({type(err).__name__}: {reason})') from err
+        raise ImageDecodeError(f'cannot decode image ({type(err).__name__}: {reason[:300]})') from err
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -18,6 +18,7 @@ _MAX_VIS_SIDE = 4096  # ... but never beyond this on the long side
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _PANEL_BGR = (40, 40, 40)
 _TEXT_BGR = (255, 255, 255)
+_CHUNK_VALUES = 1 << 22  # pixel values blended per step (bounds the float temporaries)
 
 
 def _share(fraction: float) -> str:
@@ -65,15 +66,23 @@ def draw_overlay(image_bgr: np.ndarray,
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f'opacity must be in [0, 1], got {opacity}')
     colours_bgr = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:, ::-1]
-    blend = image_bgr.astype(np.float32) * (1.0 - opacity) + colours_bgr[label_map] * opacity
-    blend = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     height, width = label_map.shape
+    # A few rows at a time: a 6000x6000 photo in float64 at once would take ~2.5 GB.
+    blend = np.empty((height, width, 3), dtype=np.uint8)
+    counts = np.zeros(len(colours_bgr), dtype=np.int64)
+    rows = max(1, _CHUNK_VALUES // max(1, width * 3))
+    for top in range(0, height, rows):
+        labels = label_map[top:top + rows]
+        part = image_bgr[top:top + rows].astype(np.float32) * (1.0 - opacity) + \
+            colours_bgr[labels] * opacity
+        blend[top:top + rows] = np.clip(np.rint(part), 0, 255)
+        counts += np.bincount(labels.ravel(), minlength=len(counts))[:len(counts)]
     scale = vis_scale(height, width)
     if scale > 1:
         blend = cv2.resize(blend, (width * scale, height * scale), interpolation=cv2.INTER_NEAREST)
 
-    ids, counts = np.unique(label_map, return_counts=True)
-    entries = [(int(i), f'{classes[i]} {_share(n / label_map.size)}') for i, n in zip(ids, counts)]
+    entries = [(int(i), f'{classes[i]} {_share(counts[i] / label_map.size)}')
+               for i in np.flatnonzero(counts)]
     # Text grows with the image so the legend stays readable on large photos.
     font_scale = float(np.clip(min(blend.shape[:2]) / 600.0, 0.45, 2.0))
     thickness = max(1, round(font_scale * 1.5))

@@ -1,10 +1,27 @@
 """Command-line arguments that vtseg's OpenMMLab tools share, spelt as mmseg's tools spell them."""
 import argparse
 import os
+from typing import Any, Mapping, Optional, Sequence, Union
 
-from mmengine.config import DictAction
+from mmengine.config import Config, DictAction
 
-__all__ = ['add_cfg_options', 'add_launcher', 'export_local_rank']
+from vtseg.utils.errors import one_line
+
+__all__ = ['add_cfg_options', 'merge_cfg_options', 'add_launcher', 'export_local_rank']
+
+
+class _CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction``, with a usage error instead of a traceback for an item
+    that is not ``key=value``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Union[str, Sequence[Any], None], option_string: Optional[str] = None) -> None:
+        for item in values or []:
+            key, equals, _ = item.partition('=')
+            if not equals or not key.strip():
+                raise argparse.ArgumentError(self, f'{item[:80]!r} is not key=value (e.g. '
+                                             'model.decode_head.num_classes=5)')
+        super().__call__(parser, namespace, values, option_string)
 
 
 def add_cfg_options(parser: argparse.ArgumentParser) -> None:
@@ -12,13 +29,38 @@ def add_cfg_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=_CfgOptionsAction,
         help='override some settings in the used config, the key-value pair '
         'in xxx=yyy format will be merged into config file. If the value to '
         'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
         'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
         'Note that the quotation marks are necessary and that no white space '
         'is allowed.')
+
+
+def merge_cfg_options(cfg: Config, options: Optional[Mapping[str, Any]]) -> None:
+    """Merge ``--cfg-options`` into ``cfg`` (in place), refusing what would break it.
+
+    An option may set a value or drop a section (``None``, e.g.
+    ``model.backbone.init_cfg=None``), but not replace a whole section by a number,
+    string or list (``model=3``): every tool would then fail far from the cause.
+
+    Raises:
+        ValueError: One line saying which option is wrong and what to write instead.
+    """
+    for key, value in (options or {}).items():
+        node: Any = cfg
+        for part in key.split('.'):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and value is not None and not isinstance(value, Mapping):
+            example = next(iter(node), 'type')
+            raise ValueError(f'--cfg-options {key}={str(value)[:40]} would replace the config '
+                             f'section {key} (a dict) by a {type(value).__name__}: set one of '
+                             f'its keys instead, e.g. {key}.{example}=...')
+    try:
+        cfg.merge_from_dict(dict(options or {}))
+    except Exception as err:  # mmengine raises several types for keys it cannot merge
+        raise ValueError(f'cannot apply --cfg-options: {one_line(err, 300)}') from err
 
 
 def add_launcher(parser: argparse.ArgumentParser) -> None:

@@ -9,10 +9,19 @@ On a CPU-only machine all of these fail once the run is distributed
 CPU module. A single, non-distributed run is already fine (mmengine reverts
 SyncBN to BN there itself), so :func:`prepare_cpu_distributed` only acts on a
 run that will be distributed without CUDA, and says what it changed.
+
+:class:`WorkDirLock` keeps two trainings out of one work dir: the first holds an
+exclusive ``flock`` on ``WORK_DIR/.train.lock``, the second is refused with one
+line naming the first. The kernel drops the lock when its process ends, however
+it ends (``kill -9`` included), so a lock is never stale.
 """
 import datetime
 import logging
-from typing import Any, List
+import os
+import os.path as osp
+import socket
+import sys
+from typing import Any, List, Optional
 
 import torch.distributed as torch_dist
 
@@ -20,7 +29,8 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-__all__ = ['prepare_cpu_distributed', 'leave_process_group']
+__all__ = ['prepare_cpu_distributed', 'leave_process_group', 'launcher_rank', 'WorkDirBusyError',
+           'WorkDirLock']
 
 # Norm layers that synchronise statistics across processes through CUDA collectives.
 _SYNC_NORMS = ('SyncBN', 'MMSyncBN')
@@ -109,3 +119,93 @@ def leave_process_group() -> None:
     without an active exception"."""
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
+
+
+# Where each launcher puts a process's global rank before the process group exists.
+_RANK_VARIABLES = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID', 'mpi': 'OMPI_COMM_WORLD_RANK'}
+
+
+def launcher_rank(launcher: str) -> int:
+    """This process's global rank as its launcher announces it (0 without a launcher)."""
+    return int(os.environ.get(_RANK_VARIABLES.get(launcher, ''), 0) or 0)
+
+
+class WorkDirBusyError(RuntimeError):
+    """Another process holds the work dir; the message is one line naming it."""
+
+
+class WorkDirLock:
+    """An exclusive lock on a work dir for as long as a training runs in it.
+
+    ``WORK_DIR/.train.lock`` is opened and locked with ``flock(LOCK_EX | LOCK_NB)``; the
+    holder writes its pid, host and start time into it for the message the next
+    process shows. The file stays; the lock goes with the process (on exit, crash or
+    ``kill -9``), so no stale lock ever has to be removed by hand.
+
+    Args:
+        work_dir: The folder (created if missing).
+        purpose: What holds it, for messages (``'training'``).
+
+    Example:
+        >>> with WorkDirLock('work_dirs/run'):
+        ...     runner.train()
+    """
+
+    FILE_NAME = '.train.lock'
+
+    def __init__(self, work_dir: str, purpose: str = 'training') -> None:
+        self.work_dir = work_dir
+        self.purpose = purpose
+        self.path = osp.join(work_dir, self.FILE_NAME)
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> 'WorkDirLock':
+        """Take the lock.
+
+        Raises:
+            WorkDirBusyError: Another process holds it.
+            OSError: The work dir or lock file cannot be created.
+        """
+        import fcntl  # POSIX only, like the tools' other process handling
+        os.makedirs(self.work_dir, exist_ok=True)
+        for _ in range(3):  # the file may be replaced between open and lock: then try again
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 512).decode('utf-8', 'replace').strip() or 'another process'
+                os.close(fd)
+                raise WorkDirBusyError(
+                    f'work dir {self.work_dir} is in use by another {self.purpose} ({holder[:200]}); '
+                    'wait for it to end or pass another --work-dir') from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same_file = False
+            if same_file:
+                break
+            os.close(fd)
+        else:
+            raise WorkDirBusyError(f'work dir {self.work_dir}: its lock file {self.path} keeps '
+                                   'being replaced; is another tool removing it?')
+        started = datetime.datetime.now().isoformat(timespec='seconds')
+        os.ftruncate(fd, 0)
+        os.write(fd, f'pid {os.getpid()} on {socket.gethostname()}, started {started}: '
+                     f'{" ".join(sys.argv)[:200]}\n'.encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (the file stays, empty of meaning once unlocked)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> 'WorkDirLock':
+        return self.acquire()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
