@@ -1,20 +1,24 @@
 """Dense inference of a segmentor on an image or a folder of images.
 
-For every image under INPUT (searched recursively) writes
+For every image ``INPUT/<rel>/<name>.<ext>`` (searched recursively) writes
 
-- ``OUT/pred/<relative path>.png``: class ids as a palette PNG (the data set's colours);
-- ``OUT/vis/<relative path>.jpg``: the prediction on the image, with a legend.
+- ``OUT/pred/<rel>/<name>.<ext>.png``: class ids as a palette PNG (the data set's colours);
+- ``OUT/vis/<rel>/<name>.<ext>.jpg``: the prediction on the image, with a legend
 
-Grayscale, RGBA, palette and 16-bit files are read as mmcv reads them for
-training, EXIF orientation is applied (outputs match the displayed image),
-images much larger than the config's crop size run by sliding window. Files
-without an image extension are ignored; images that fail (corrupt, truncated)
-are reported with the reason and the rest go on. A re-run skips images whose
-two outputs exist, unless ``--force``; outputs are written atomically.
+(``~1``, ``~2``, ... after ``<name>.<ext>`` where that name is taken; see
+:mod:`vtseg.apis.folder`). Grayscale, RGBA, palette and 16-bit files are read as
+mmcv reads them for training, EXIF orientation is applied (outputs match the
+displayed image), images much larger than the config's crop size run by sliding
+window, in bounded memory, with a second progress bar for the windows. Files
+without an image extension are ignored; images that fail (corrupt, truncated,
+a named pipe or device, never opened) and folders that cannot be listed are
+reported with the reason and the rest go on. The output folder is checked
+(created, a probe file written) before the model is loaded. A re-run skips
+images whose two outputs exist, unless ``--force``; outputs are written atomically.
 
-Exit status: 0 all done (or skipped), 1 some images failed, 2 bad arguments
-(missing config or checkpoint, a checkpoint of another model, no images),
-130 interrupted.
+Exit status: 0 all done (or skipped), 1 some images or folders failed, 2 bad
+arguments (missing config or checkpoint, a checkpoint of another model, no
+images, an output folder that cannot be written, an unknown device), 130 interrupted.
 
 Examples::
 
@@ -26,7 +30,7 @@ import logging
 import sys
 import warnings
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 # mmengine imports pkg_resources, whose deprecation notice concerns none of this tool's work.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
@@ -34,7 +38,8 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated', categor
 from mmengine.logging import MMLogger  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from vtseg.apis import FolderRunner, InferenceSetupError, SegInferencer, find_images  # noqa: E402
+from vtseg.apis import (FolderRunner, InferenceSetupError, SegInferencer, check_model_files,  # noqa: E402
+                        find_images, prepare_output_dir, remove_created_dirs, resolve_device)
 from vtseg.mm.cli import add_cfg_options  # noqa: E402
 
 
@@ -64,7 +69,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--device', default=None, help='cpu, cuda or cuda:N (default: cuda if available, else cpu)')
     parser.add_argument(
         '--batch-size', type=positive_int, default=1,
-        help='images per forward pass (only images of equal size share a batch)')
+        help='images per forward pass (only images of equal size share a batch), and windows '
+        'per forward pass in sliding-window inference')
     parser.add_argument(
         '--force', action='store_true', help='redo images whose outputs exist (default: skip them)')
     parser.add_argument(
@@ -104,23 +110,30 @@ def error(message: str) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    created: List[str] = []
     try:
-        # Cheap checks first: a wrong path should not wait for a model to load.
-        tasks = find_images(args.input, args.out_dir)
+        # Cheap checks first: a wrong path should not wait for a model to load, and an
+        # output folder that cannot be written should not wait for every image to be predicted.
+        unreadable_folders: List[Tuple[str, str]] = []
+        tasks = find_images(args.input, args.out_dir, unreadable_folders)
+        check_model_files(args.config, args.checkpoint)
+        device = resolve_device(args.device)
+        created = prepare_output_dir(args.out_dir)
         with quiet_openmmlab():
-            inferencer = SegInferencer(args.config, args.checkpoint, device=args.device,
+            inferencer = SegInferencer(args.config, args.checkpoint, device=device,
                                        cfg_options=args.cfg_options)
         runner = FolderRunner(inferencer, batch_size=args.batch_size, force=args.force,
                               slide=True if args.slide else None, opacity=args.opacity,
                               log=lambda line: tqdm.write(line, file=sys.stderr))
     except InferenceSetupError as err:
+        remove_created_dirs(created)  # a failed start leaves no empty output folder behind
         return error(str(err))
     print(f'{len(tasks)} images in {args.input}; {len(inferencer.classes)} classes (from the '
           f'{inferencer.meta_source}) on {inferencer.device}; outputs in {args.out_dir}',
           flush=True)
     try:
         with quiet_openmmlab():
-            summary = runner.run(tasks, progress=True)
+            summary = runner.run(tasks, progress=True, unreadable_folders=unreadable_folders)
     except KeyboardInterrupt:
         runner.summary.interrupted = True
         print(runner.summary, file=sys.stderr)

@@ -1,12 +1,16 @@
 """prepare_cpu_distributed: what a distributed run on a machine without CUDA needs changed;
-leave_process_group: the tools' clean exit from it."""
+leave_process_group: the tools' clean exit from it; WorkDirLock: one training per work dir."""
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from vtseg.mm.runtime import leave_process_group, prepare_cpu_distributed
+from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, launcher_rank, leave_process_group,
+                              prepare_cpu_distributed)
 
 GPU_CFG = dict(
     env_cfg=dict(cudnn_benchmark=True, dist_cfg=dict(backend='nccl', timeout=60)),
@@ -67,3 +71,40 @@ def test_leave_process_group(tmp_path):
     assert dist.is_initialized()
     leave_process_group()
     assert not dist.is_initialized()
+
+
+LOCK_HOLDER = '''
+import sys, time
+from vtseg.mm.runtime import WorkDirLock
+WorkDirLock(sys.argv[1]).acquire()
+print('locked', flush=True)
+time.sleep(600)
+'''
+
+
+def test_work_dir_lock_is_exclusive_and_released_with_its_process(tmp_path):
+    holder = subprocess.Popen([sys.executable, '-c', LOCK_HOLDER, str(tmp_path / 'w')],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(WorkDirBusyError, match=f'in use by another training .pid {holder.pid} on'):
+            WorkDirLock(str(tmp_path / 'w')).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = WorkDirLock(str(tmp_path / 'w')).acquire()
+    with pytest.raises(WorkDirBusyError):  # flock is per open file: a second open in one process too
+        WorkDirLock(str(tmp_path / 'w')).acquire()
+    lock.release()
+    WorkDirLock(str(tmp_path / 'w')).acquire().release()
+    assert os.path.isfile(tmp_path / 'w' / '.train.lock')  # the file stays, unlocked
+
+
+def test_launcher_rank_reads_each_launchers_variable(monkeypatch):
+    for variable in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK'):
+        monkeypatch.delenv(variable, raising=False)
+    assert launcher_rank('none') == 0 and launcher_rank('pytorch') == 0
+    monkeypatch.setenv('RANK', '3')
+    monkeypatch.setenv('SLURM_PROCID', '5')
+    assert (launcher_rank('pytorch'), launcher_rank('slurm'), launcher_rank('mpi')) == (3, 5, 0)
+    assert launcher_rank('none') == 0  # a single process takes the lock whatever the environment

@@ -117,18 +117,18 @@ def test_command_survives_a_real_folder(first_run, real_folder):
     assert '1 by sliding window' in proc.stdout
     assert f'failed: {osp.join(real_folder, CORRUPT)}: cannot decode image' in proc.stderr
     assert 'img/s' in proc.stderr  # the progress bar
+    assert 'sliding window' in proc.stderr and 'window/s' in proc.stderr  # the windows of large.png
     for rel, (height, width) in GOOD_IMAGES.items():
-        stem = osp.splitext(rel)[0]
-        pred = Image.open(osp.join(out, 'pred', stem + '.png'))
+        pred = Image.open(osp.join(out, 'pred', rel + '.png'))
         assert pred.mode == 'P' and pred.size == (width, height), rel
         assert pred.getpalette()[:15] == sum(VTSHAPES_PALETTE, [])
         assert np.array(pred).max() < len(VTSHAPES_CLASSES)
-        vis = Image.open(osp.join(out, 'vis', stem + '.jpg'))
+        vis = Image.open(osp.join(out, 'vis', rel + '.jpg'))
         vis.load()
         scale = vis_scale(height, width)
         assert vis.format == 'JPEG' and vis.width > width * scale and vis.height >= height * scale
     assert sorted(glob.glob(osp.join(out, '**', '*.*'), recursive=True)) == sorted(
-        osp.join(out, kind, osp.splitext(rel)[0] + ext)
+        osp.join(out, kind, rel + ext)
         for rel in GOOD_IMAGES for kind, ext in [('pred', '.png'), ('vis', '.jpg')])
     assert leftovers(out) == []
 
@@ -142,13 +142,13 @@ def test_exif_outputs_follow_the_displayed_image(first_run, real_folder, checkpo
     expected = inferencer.predict([np.ascontiguousarray(displayed)])[0]
     wrong_way = inferencer.predict([np.ascontiguousarray(np.rot90(displayed, 2))])[0]
     assert not np.array_equal(np.rot90(wrong_way, 2), expected)  # the check below can fail
-    np.testing.assert_array_equal(np.array(Image.open(osp.join(out, 'pred', 'photos', 'exif.png'))),
+    np.testing.assert_array_equal(np.array(Image.open(osp.join(out, 'pred', 'photos', 'exif.jpg.png'))),
                                   expected)
 
     # The overlay shows the image the right way up (no class colours at opacity 0).
     assert infer_tool.main([path, CONFIG, checkpoint, '--out-dir', str(tmp_path), '--opacity', '0',
                             '--device', 'cpu']) == 0
-    vis = cv2.imread(str(tmp_path / 'vis' / 'exif.jpg'))
+    vis = cv2.imread(str(tmp_path / 'vis' / 'exif.jpg.jpg'))
     scale = vis_scale(40, 24)
     shown = cv2.resize(vis[:40 * scale, :24 * scale], (24, 40), interpolation=cv2.INTER_AREA)
     assert np.abs(shown.astype(int) - displayed.astype(int)).mean() < 8
@@ -160,7 +160,8 @@ def test_rerun_skips_unless_forced(first_run, real_folder, checkpoint, infer_too
     out = str(tmp_path / 'out')
     shutil.copytree(first_run[1], out)
     args = [real_folder, CONFIG, checkpoint, '--out-dir', out, '--device', 'cpu']
-    before = {p: os.stat(p).st_mtime_ns for p in glob.glob(osp.join(out, '*', '*.*'))}
+    before = {p: os.stat(p).st_mtime_ns for p in glob.glob(osp.join(out, '**', '*.*'), recursive=True)}
+    assert len(before) == 16
     assert infer_tool.main(args) == 1  # the corrupt file still fails
     assert 'done 0, skipped 8, failed 1 of 9 images' in capsys.readouterr().out
     assert {p: os.stat(p).st_mtime_ns for p in before} == before
@@ -255,5 +256,96 @@ def test_ctrl_c_reports_what_was_done(infer_tool, checkpoint, tmp_path, monkeypa
     out = tmp_path / 'out'
     assert infer_tool.main([str(tmp_path), CONFIG, checkpoint, '--out-dir', str(out)]) == 130
     assert 'interrupted: done 1, skipped 0, failed 0 of 3 images' in capsys.readouterr().err
-    assert os.listdir(out / 'pred') == ['a.png'] and leftovers(str(out)) == []
-    assert load_image(str(out / 'pred' / 'a.png')).shape == (8, 8, 3)
+    assert os.listdir(out / 'pred') == ['a.png.png'] and leftovers(str(out)) == []
+    assert load_image(str(out / 'pred' / 'a.png.png')).shape == (8, 8, 3)
+
+
+# --- hostile inputs ----------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='no named pipes here')
+def test_a_named_pipe_called_jpg_does_not_hang_the_tool(checkpoint, tmp_path):
+    root = tmp_path / 'in'
+    root.mkdir()
+    cv2.imwrite(str(root / 'good.png'), RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    os.mkfifo(root / 'x.jpg')
+    proc = subprocess.run([sys.executable, TOOL, str(root), CONFIG, checkpoint, '--out-dir',
+                           str(tmp_path / 'out')], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=ONE_THREAD_ENV)
+    assert proc.returncode == 1, proc.stderr
+    assert 'done 1, skipped 0, failed 1 of 2 images' in proc.stdout
+    assert (f'failed: {root / "x.jpg"}: not a regular file but a named pipe (FIFO): not opened'
+            in proc.stderr)
+
+
+def test_unreadable_subfolder_is_listed_as_failed(checkpoint, tmp_path):
+    from os_testing import unprivileged
+    root = tmp_path / 'in'
+    (root / 'locked').mkdir(parents=True)
+    cv2.imwrite(str(root / 'a.png'), RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    cv2.imwrite(str(root / 'locked' / 'b.png'), RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    os.chmod(root / 'locked', 0)
+    try:
+        proc = subprocess.run(unprivileged([sys.executable, TOOL, str(root), CONFIG, checkpoint,
+                                            '--out-dir', str(tmp_path / 'out')]),
+                              cwd=REPO, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV)
+    finally:
+        os.chmod(root / 'locked', 0o755)
+    assert proc.returncode == 1, proc.stderr
+    assert f'failed: {root / "locked"}: cannot list this folder (Permission denied)' in proc.stderr
+    assert 'done 1, skipped 0, failed 0 of 1 images' in proc.stdout
+    assert '1 folder could not be read' in proc.stdout
+
+
+@pytest.mark.parametrize('case,message', [
+    ('out-dir is a file', r'output folder \S*notes\.txt is a file, not a folder'),
+    ('out-dir under a file', r'output folder \S*notes\.txt/out lies under the file \S*notes\.txt'),
+    ('out-dir not writable', r'output folder \S* cannot be written'),
+    ('device mps', r"device 'mps' asked for, but torch has no MPS|device 'mps' cannot"),
+    ('device meta', r"device 'meta' cannot run inference here: use cpu or cuda\[:N\]"),
+    ('device tpu', r"unknown device 'tpu'"),
+    ('cfg-options model=3', r'--cfg-options model=3 would replace the config section model'),
+    ('pickled code', r'cannot read checkpoint \S*evil\.pth: it holds a pickled reference to '
+                     r'(posix|os)\.system'),
+])
+def test_hostile_arguments_are_one_line_before_any_work(case, message, infer_tool, real_folder,
+                                                        checkpoint, tmp_path, capsys, monkeypatch):
+    import vtseg.apis.folder as folder_module
+    monkeypatch.setattr(folder_module, 'load_image', lambda path: pytest.fail('an image was read'))
+    (tmp_path / 'notes.txt').write_text('x')
+    out, extra, ckpt = str(tmp_path / 'out'), [], checkpoint
+    if case == 'out-dir is a file':
+        out = str(tmp_path / 'notes.txt')
+    elif case == 'out-dir under a file':
+        out = str(tmp_path / 'notes.txt' / 'out')
+    elif case == 'out-dir not writable':
+        if os.geteuid() == 0:
+            out = '/proc/vtseg-test-out'  # refused even to root
+        else:
+            (tmp_path / 'ro').mkdir(mode=0o500)
+            out = str(tmp_path / 'ro' / 'out')
+    elif case.startswith('device'):
+        extra = ['--device', case.split()[1]]
+    elif case.startswith('cfg-options'):
+        extra = ['--cfg-options', 'model=3']
+    elif case == 'pickled code':
+        class Evil:
+            def __reduce__(self):
+                return os.system, ('touch ' + str(tmp_path / 'PWNED'),)
+        ckpt = str(tmp_path / 'evil.pth')
+        torch.save({'state_dict': Evil()}, ckpt)
+    assert infer_tool.main([real_folder, CONFIG, ckpt, '--out-dir', out, *extra]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('infer.py: error: '), captured.err
+    assert re.search(message, lines[0]), lines[0]
+    assert 'weights_only=False' not in lines[0] and 'Re-running' not in lines[0]
+    assert captured.out == '' and not (tmp_path / 'PWNED').exists()
+    assert not (tmp_path / 'out').exists()  # a failed start leaves no output folder
+
+
+def test_cfg_options_that_are_not_key_value_exit_2(infer_tool, capsys):
+    with pytest.raises(SystemExit) as info:
+        infer_tool.main(['in', CONFIG, 'ckpt.pth', '--out-dir', 'o', '--cfg-options', 'foo'])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'foo' is not key=value" in err and 'Traceback' not in err

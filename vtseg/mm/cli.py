@@ -51,7 +51,7 @@ def merge_cfg_options(cfg: Config, options: Optional[Mapping[str, Any]]) -> None
     for key, value in (options or {}).items():
         node: Any = cfg
         for part in key.split('.'):
-            node = node.get(part) if isinstance(node, Mapping) else None
+            node = node.get(part) if isinstance(node, (Mapping, Config)) else None
         if isinstance(node, Mapping) and value is not None and not isinstance(value, Mapping):
             example = next(iter(node), 'type')
             raise ValueError(f'--cfg-options {key}={str(value)[:40]} would replace the config '
