@@ -9,6 +9,9 @@ go to ``benchmarks/results/vtshapes_seeds.{json,md}``::
     python benchmarks/vtshapes_seeds.py                      # 3 seeds x 3 configs, ~80 min on 2 cores
     python benchmarks/vtshapes_seeds.py --seeds 0 --configs configs/vtshapes/vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py
     python benchmarks/vtshapes_seeds.py --python "$(command -v python)"   # reuse this env instead of fresh venvs
+    # one process per seed (e.g. OMP_NUM_THREADS=1 each), then one summary of their results:
+    python benchmarks/vtshapes_seeds.py --seeds 1 --out /tmp/seed1 & ...
+    python benchmarks/vtshapes_seeds.py --summarise /tmp/seed0.json /tmp/seed1.json /tmp/seed2.json
 """
 import argparse
 import json
@@ -36,6 +39,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--configs', nargs='+', default=CONFIGS)
     parser.add_argument('--python', help='use this Python for every seed instead of a fresh venv per seed')
     parser.add_argument('--work-dir', default='work_dirs/vtshapes_seeds')
+    parser.add_argument('--summarise', nargs='+', metavar='JSON',
+                        help='only summarise the runs in these result files of earlier invocations')
     parser.add_argument('--out', default=osp.join(REPO, 'benchmarks', 'results', 'vtshapes_seeds'),
                         help='output path without extension (.json and .md are written)')
     return parser.parse_args()
@@ -81,8 +86,9 @@ def markdown(rows: List[Dict], runs: List[Dict]) -> str:
                      f'{row["min"]:.3f} | {row["max"]:.3f} | {", ".join(f"{m:.3f}" for m in row["per_seed"])} |')
     walls = [run['wall_s'] for run in runs]
     lines.append('')
+    threads = sorted({run['torch_threads'] for run in runs})
     lines.append(f'Each seed in a fresh venv set up with `bash tools/setup.sh --minimal`; torch {runs[0]["torch"]}, '
-                 f'mmcv {runs[0]["mmcv"]}, mmseg {runs[0]["mmseg"]}, {runs[0]["torch_threads"]} torch threads, '
+                 f'mmcv {runs[0]["mmcv"]}, mmseg {runs[0]["mmseg"]}, {"/".join(map(str, threads))} torch threads, '
                  f'{os.cpu_count()} CPUs; demo wall time {min(walls) / 60:.1f}-{max(walls) / 60:.1f} min per run.')
     return '\n'.join(lines) + '\n'
 
@@ -90,7 +96,10 @@ def markdown(rows: List[Dict], runs: List[Dict]) -> str:
 def main() -> None:
     args = parse_args()
     runs = []
-    for seed in args.seeds:
+    for path in args.summarise or []:
+        with open(path) as f:
+            runs.extend(json.load(f)['runs'])
+    for seed in [] if args.summarise else args.seeds:
         with tempfile.TemporaryDirectory(prefix=f'vtseg-seed{seed}-') as tmp:
             python = args.python or fresh_venv(osp.join(tmp, 'venv'))
             for config in args.configs:

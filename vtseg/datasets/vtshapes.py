@@ -85,7 +85,7 @@ def render_scene(
 
 
 def _write_json_atomically(path: str, data: dict) -> None:
-    tmp = path + '.tmp'
+    tmp = f'{path}.{os.getpid()}.tmp'
     with open(tmp, 'w') as f:
         json.dump(data, f)
     os.replace(tmp, path)
@@ -118,8 +118,8 @@ def make_vtshapes(
         wanted = {f'{i:05d}' for i in range(start, start + count)}
         for folder, ext in (('img_dir', '.jpg'), ('ann_dir', '.png')):
             path = osp.join(root, folder, split)
-            present = {name[:-len(ext)] for name in os.listdir(path) if name.endswith(ext)} \
-                if osp.isdir(path) else set()
+            present = {name[:-len(ext)] for name in os.listdir(path)
+                       if name.endswith(ext) and '.tmp' not in name} if osp.isdir(path) else set()
             foreign = sorted(present - wanted)
             if foreign:
                 raise ValueError(f'{path} holds {len(foreign)} scenes this data set does not have (e.g. '
@@ -138,10 +138,11 @@ def make_vtshapes(
             if osp.exists(img_path) and osp.exists(ann_path):
                 continue
             img, label = render_scene(i, size, seed)
-            # Write to a temporary name first: an interrupted run leaves no half file.
+            # Write to a temporary name first: an interrupted run leaves no half file, and
+            # processes making the same data set at once do not write into each other's file.
             for path, data, params in ((img_path, img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95]),
                                        (ann_path, label, [])):
-                tmp = path + '.tmp' + osp.splitext(path)[1]
+                tmp = f'{path}.{os.getpid()}.tmp{osp.splitext(path)[1]}'
                 if not cv2.imwrite(tmp, data, params):
                     raise OSError(f'could not write {tmp}')
                 os.replace(tmp, path)
