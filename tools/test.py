@@ -4,7 +4,12 @@ Same arguments as mmseg 1.2.2's tool. On top of it:
 
 - ``import vtseg`` registers vtseg's modules and lets the checkpoint load under
   torch's ``weights_only=True`` loader;
-- a missing config or checkpoint file is one error line (exit status 2);
+- a missing config or checkpoint file, a checkpoint that cannot be read or holds
+  pickled code (never run), or bad ``--cfg-options`` is one error line (exit status 2);
+- a checkpoint of another model (weight names or shapes that differ from the
+  model the config builds) is the same one-line error as ``tools/infer.py``
+  gives, where mmseg's tool logs missing/unexpected keys and reports the mIoU
+  of a half-loaded model; ``--partial-load`` asks for mmseg's behaviour;
 - ``--launcher pytorch`` works without CUDA (see ``tools/train.py``).
 
 Examples::
@@ -20,7 +25,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 import vtseg  # noqa: F401  (registers vtseg's modules, allows safe checkpoint loading)
-from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank
+from vtseg.apis import InferenceSetupError, check_config_checkpoint
+from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options
 from vtseg.mm.runtime import leave_process_group, prepare_cpu_distributed
 
 
@@ -46,6 +52,10 @@ def parse_args() -> argparse.Namespace:
     add_cfg_options(parser)
     add_launcher(parser)
     parser.add_argument('--tta', action='store_true', help='Test time augmentation')
+    parser.add_argument(
+        '--partial-load', action='store_true',
+        help='test even when the checkpoint does not fit the model the config builds (weights '
+        'missing, unexpected or of another shape; mmengine logs them); default: stop with an error')
     args = parser.parse_args()
     export_local_rank(args)
 
@@ -73,17 +83,19 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+def fail(problem: str) -> None:
+    """Exit with one error line (status 2)."""
+    print(f'test.py: error: {problem}', file=sys.stderr)
+    sys.exit(2)
+
+
 def check_inputs(args: argparse.Namespace) -> None:
     """Exit with one error line (status 2) when the config or checkpoint file is missing."""
-    problem = None
     if not osp.isfile(args.config):
-        problem = f'config file not found: {args.config}'
+        fail(f'config file not found: {args.config}')
     elif '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        problem = (f'checkpoint file not found: {args.checkpoint} '
-                   '(train one with tools/train.py; checkpoints are WORK_DIR/iter_N.pth)')
-    if problem:
-        print(f'test.py: error: {problem}', file=sys.stderr)
-        sys.exit(2)
+        fail(f'checkpoint file not found: {args.checkpoint} '
+             '(train one with tools/train.py; checkpoints are WORK_DIR/iter_N.pth)')
 
 
 def main() -> None:
@@ -93,8 +105,20 @@ def main() -> None:
     # load config
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    try:
+        merge_cfg_options(cfg, args.cfg_options)
+    except ValueError as err:
+        fail(str(err))
+    if args.tta and ('tta_model' not in cfg or 'tta_pipeline' not in cfg):
+        fail(f'--tta needs tta_model and tta_pipeline in the config ({args.config} has no such '
+             'settings)')
+    if not args.partial_load:
+        # before the runner: a checkpoint of another model must not produce an mIoU
+        try:
+            check_config_checkpoint(cfg, args.checkpoint, args.config)
+        except InferenceSetupError as err:
+            hint = '; or pass --partial-load to test it anyway' if 'does not fit' in str(err) else ''
+            fail(f'{err}{hint}')
     prepare_cpu_distributed(cfg, args.launcher)
 
     # work_dir is determined in this priority: CLI > segment in file > filename
@@ -109,10 +133,6 @@ def main() -> None:
         cfg = trigger_visualization_hook(cfg, args)
 
     if args.tta:
-        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            print(f'test.py: error: --tta needs tta_model and tta_pipeline in the config '
-                  f'({args.config} has no such settings)', file=sys.stderr)
-            sys.exit(2)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model

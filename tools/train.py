@@ -5,8 +5,11 @@ Same arguments as mmseg 1.2.2's tool. On top of it:
 - ``import vtseg`` registers VTResNet, VTFPN and VTShapesDataset (configs need no
   ``custom_imports``) and lets ``--resume`` load mmengine checkpoints under
   torch's ``weights_only=True`` loader;
-- a missing config file, or ``--amp`` without a GPU, is one error line (exit
-  status 2), not a traceback;
+- a missing config file, bad ``--cfg-options``, or ``--amp`` without a GPU, is
+  one error line (exit status 2), not a traceback;
+- a second training in a ``--work-dir`` that a running one uses is refused with
+  one line (``WORK_DIR/.train.lock``, see :class:`vtseg.mm.runtime.WorkDirLock`;
+  released when the first ends, however it ends), instead of both writing into it;
 - ``--launcher pytorch`` works without CUDA (gloo backend, SyncBN run as BN,
   see :func:`vtseg.mm.runtime.prepare_cpu_distributed`).
 
@@ -28,8 +31,9 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import vtseg  # noqa: F401  (registers vtseg's modules, allows safe checkpoint loading)
-from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank
-from vtseg.mm.runtime import leave_process_group, prepare_cpu_distributed
+from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options
+from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, launcher_rank, leave_process_group,
+                              prepare_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,6 +58,12 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def fail(problem: str) -> None:
+    """Exit with one error line (status 2)."""
+    print(f'train.py: error: {problem}', file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     args = parse_args()
     problem = None
@@ -64,21 +74,31 @@ def main() -> None:
         # mmengine's AmpOptimWrapper asserts the same, with a traceback.
         problem = '--amp needs a CUDA (or NPU/MLU) device; drop it to train on the CPU'
     if problem:
-        print(f'train.py: error: {problem}', file=sys.stderr)
-        sys.exit(2)
+        fail(problem)
 
     # load config
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    prepare_cpu_distributed(cfg, args.launcher)
+    try:
+        merge_cfg_options(cfg, args.cfg_options)
+    except ValueError as err:
+        fail(str(err))
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    # One training per work dir: rank 0 holds the lock until this process ends.
+    work_dir_lock = None
+    if launcher_rank(args.launcher) == 0:
+        try:
+            work_dir_lock = WorkDirLock(cfg.work_dir).acquire()
+        except (WorkDirBusyError, OSError) as err:
+            fail(str(err) if isinstance(err, WorkDirBusyError) else
+                 f'cannot use work dir {cfg.work_dir} ({err.strerror}): pass another --work-dir')
+    prepare_cpu_distributed(cfg, args.launcher)
 
     # enable automatic-mixed-precision training
     if args.amp is True:
@@ -106,6 +126,8 @@ def main() -> None:
 
     runner.train()
     leave_process_group()
+    if work_dir_lock is not None:
+        work_dir_lock.release()
 
 
 if __name__ == '__main__':

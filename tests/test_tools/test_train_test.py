@@ -6,10 +6,12 @@ for at most 4 iterations of batch 2 on the CPU.
 import importlib.util
 import os
 import os.path as osp
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -88,7 +90,11 @@ def test_arguments_match_mmseg(mmseg_tools, monkeypatch):
         spec = importlib.util.spec_from_file_location(f'mmseg_{tool}', osp.join(mmseg_tools, f'{tool}.py'))
         theirs_module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(theirs_module)
-        assert ours == vars(theirs_module.parse_args())
+        theirs = vars(theirs_module.parse_args())
+        # vtseg's additions only: test.py --partial-load (off: mmseg's options mean the same)
+        assert {key: ours[key] for key in theirs} == theirs
+        assert {key: ours[key] for key in ours.keys() - theirs.keys()} == (
+            {'partial_load': False} if tool == 'test' else {})
 
 
 def test_two_processes_train_and_test_on_cpu(vtshapes_root, tmp_path):
@@ -163,3 +169,92 @@ def test_resume_after_crash_then_test(tools, vtshapes_root, mmseg_tools, tmp_pat
     assert len(list(show_dir.glob('vis_data/vis_image/*.png'))) == 8
     if tools == 'vtseg':
         assert len(list((tmp_path / 'pred').glob('*.png'))) == 8
+
+
+# --- hostile checkpoints and work dirs -----------------------------------------------------------
+
+FPN_CONFIG = osp.join(REPO, 'configs', 'vtshapes', 'fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
+
+
+def _save_model(config: str, path: str) -> str:
+    """A freshly built model of ``config`` saved as a checkpoint."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    torch.save({'state_dict': MODELS.build(Config.fromfile(config).model).state_dict()}, path)
+    return path
+
+
+class _PickledCode:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+@pytest.mark.parametrize('case', ['another model', 'pickled code', 'cfg-options model=3'])
+def test_test_refuses_what_does_not_fit_in_one_line(case, tmp_path, monkeypatch, capsys):
+    """A Semantic FPN checkpoint for the VT-FPN config: mmseg's tool would report an mIoU."""
+    checkpoint, extra = str(tmp_path / 'c.pth'), []
+    if case == 'another model':
+        _save_model(FPN_CONFIG, checkpoint)
+        message = (r'checkpoint \S*c\.pth does not fit config \S*vt-fpn_r18\S*: \d+ model weights are '
+                   r'not in it .*; pass the config it was trained with; or pass --partial-load')
+    elif case == 'pickled code':
+        torch.save({'state_dict': _PickledCode(str(tmp_path / 'PWNED'))}, checkpoint)
+        message = r'cannot read checkpoint \S*c\.pth: it holds a pickled reference to (posix|os)\.system'
+    else:
+        _save_model(CONFIG, checkpoint)
+        extra = ['--cfg-options', 'model=3']
+        message = r'--cfg-options model=3 would replace the config section model'
+    monkeypatch.setattr(sys, 'argv', ['test.py', CONFIG, checkpoint, '--work-dir',
+                                      str(tmp_path / 'work'), *extra])
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool('test').main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.search(message, err[-1]), err[-1]
+    assert err[-1].startswith('test.py: error: ') and sum('error' in line for line in err) == 1
+    assert 'weights_only=False' not in err[-1] and not (tmp_path / 'PWNED').exists()
+    assert not (tmp_path / 'work').exists()  # stopped before the runner made its work dir
+
+
+def test_test_partial_load_on_request(vtshapes_root, tmp_path):
+    checkpoint = _save_model(FPN_CONFIG, str(tmp_path / 'fpn.pth'))
+    out = run_tool([osp.join(TOOLS, 'test.py'), CONFIG, checkpoint, '--partial-load', '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options', *vtshapes_options(vtshapes_root)])
+    text = out.stdout + out.stderr
+    assert 'mIoU' in text and 'missing keys in source state_dict' in text
+
+
+def test_a_second_training_in_a_work_dir_is_refused(vtshapes_root, tmp_path):
+    """A real training holds the work dir: a second one exits 2 with one line naming it; once
+    the first is killed (SIGKILL, no clean-up), the lock is free again."""
+    work_dir = str(tmp_path / 'work')
+    options = ['--cfg-options', *vtshapes_options(vtshapes_root), *SHORT, 'train_cfg.max_iters=100000',
+               'train_cfg.val_interval=100000']
+    first = subprocess.Popen([sys.executable, osp.join(TOOLS, 'train.py'), CONFIG, '--work-dir',
+                              work_dir, *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        lock_file = osp.join(work_dir, '.train.lock')
+        for _ in range(600):  # the lock is taken before the model is built
+            if osp.isfile(lock_file) and f'pid {first.pid} ' in open(lock_file).read():
+                break
+            assert first.poll() is None, first.stderr.read()[-3000:]
+            time.sleep(0.2)
+        second = subprocess.run([sys.executable, osp.join(TOOLS, 'train.py'), CONFIG, '--work-dir',
+                                 work_dir, *options], capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2
+        line = second.stderr.strip().splitlines()[-1]
+        assert line.startswith(f'train.py: error: work dir {work_dir} is in use by another training '
+                               f'(pid {first.pid} on ')
+        assert line.endswith('wait for it to end or pass another --work-dir')
+    finally:
+        first.kill()  # SIGKILL: no clean-up runs
+        first.wait()
+    from vtseg.mm.runtime import WorkDirLock
+    with WorkDirLock(work_dir):  # not stale: the kernel released it with the process
+        pass
