@@ -29,13 +29,16 @@ from typing import Dict, Optional, Tuple
 import cv2
 import torch
 import torch.nn as nn
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmseg.apis import init_model
 from mmseg.registry import MODELS
 
 # vtseg also registers VTResNet and VTFPN in mmseg and allows mmengine checkpoints to load safely.
+from vtseg.apis import InferenceSetupError, resolve_device
+from vtseg.mm.cli import add_cfg_options, merge_cfg_options
 from vtseg.models import VTResNet, arch_settings
+from vtseg.utils.errors import checkpoint_error_reason, one_line
 from vtseg.visualization import (IMAGENET_MEAN, IMAGENET_STD, TokenFigure, classifier_inputs,
                                  draw_token_attention, segmentor_inputs, token_attention)
 
@@ -47,9 +50,8 @@ class UsageError(Exception):
 
 
 def _one_line(error: Exception) -> str:
-    """``Type: first line of the message``: errors are reported on one line."""
-    lines = str(error).strip().splitlines()
-    return f'{type(error).__name__}: {lines[0]}' if lines else type(error).__name__
+    """``Type: message`` on one line (a config's SyntaxError says more with its type)."""
+    return f'{type(error).__name__}: {one_line(error)}'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         + ', '.join(ARCH_NAMES))
     parser.add_argument('checkpoint', nargs='?', help='checkpoint file (random weights without)')
     parser.add_argument('--out', required=True, help='PNG file to write')
-    parser.add_argument('--device', default='cpu', help='device to run the model on')
+    parser.add_argument('--device', default='cpu', help='device to run the model on: cpu or cuda[:N]')
     parser.add_argument('--img-size', type=int, default=224,
                         help='classifiers only: side of the centre crop the model sees')
     parser.add_argument('--alpha', type=float, default=0.5, help='opacity of the overlays')
@@ -70,11 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--colors', type=int, default=None,
                         help='write a palette PNG of at most this many colours (2-256), about a '
                         'third of the size (for documentation)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value pairs as in mmseg tools')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 
@@ -84,7 +82,7 @@ def _load_state(checkpoint: str) -> Dict[str, torch.Tensor]:
         # weights_only: a foreign file may not run code; vtseg allowlists what mmengine saves.
         state = torch.load(checkpoint, map_location='cpu', weights_only=True)
     except Exception as e:  # torch raises pickle, zip and runtime errors alike
-        raise UsageError(f'cannot load checkpoint {checkpoint}: {_one_line(e)}') from None
+        raise UsageError(f'cannot load checkpoint {checkpoint}: {checkpoint_error_reason(e)}') from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
     if not isinstance(state, dict):
@@ -193,7 +191,8 @@ def run(args: argparse.Namespace) -> TokenFigure:
         UsageError: A bad argument or file.
     """
     if not osp.isfile(args.img):
-        raise UsageError(f'image {args.img} does not exist')
+        what = 'is not a regular file' if osp.exists(args.img) else 'does not exist'
+        raise UsageError(f'image {args.img} {what}')
     image = cv2.imread(args.img, cv2.IMREAD_COLOR)  # (H, W, 3) BGR, as mmseg loads images
     if image is None:
         raise UsageError(f'cannot read image {args.img}: not an image file OpenCV can decode')
@@ -214,6 +213,10 @@ def run(args: argparse.Namespace) -> TokenFigure:
     if args.img_size < 16:
         raise UsageError(f'--img-size {args.img_size} is too small: VT-ResNet needs 16 pixels '
                          'or more')
+    try:
+        args.device = resolve_device(args.device)
+    except InferenceSetupError as e:
+        raise UsageError(str(e)) from None
     if args.checkpoint is None:
         print('warning: no checkpoint given, the tokens of randomly initialised weights are shown',
               file=sys.stderr)
@@ -228,8 +231,10 @@ def run(args: argparse.Namespace) -> TokenFigure:
             hint = ('; install mmpretrain (pip install -e .[cls]) or name the architecture '
                     'instead, e.g. vt_resnet18' if 'mmpretrain' in str(e) else '')
             raise UsageError(f'cannot read config {args.config}: {_one_line(e)}{hint}') from None
-        if args.cfg_options is not None:
-            cfg.merge_from_dict(args.cfg_options)
+        try:
+            merge_cfg_options(cfg, args.cfg_options)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         model, kind = build_from_config(cfg, args.checkpoint, args.device)
         preprocessing = _classifier_preprocessing(cfg) if kind == 'classifier' else {}
 

@@ -150,9 +150,18 @@ def write(path, data: bytes) -> str:
     return str(path)
 
 
+class PickledCode:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
 @pytest.mark.parametrize('case', ['missing image', 'unreadable image', 'missing config',
                                   'bad config', 'missing checkpoint', 'corrupt checkpoint',
-                                  'foreign checkpoint', 'not png', 'no tokens'])
+                                  'foreign checkpoint', 'not png', 'no tokens', 'tpu device',
+                                  'meta device', 'cfg-options model=3', 'pickled code'])
 def test_errors_are_one_line(tool, image, tmp_path, capsys, case):
     out = str(tmp_path / 'out.png')
     args = {
@@ -170,15 +179,25 @@ def test_errors_are_one_line(tool, image, tmp_path, capsys, case):
                                'not a VT-ResNet-18 checkpoint'),
         'not png': ([image, 'vt_resnet18', '--out', str(tmp_path / 'out.jpg')], 'must name a .png'),
         'no tokens': ([image, FPN_R18], 'has no VT module'),
+        'tpu device': ([image, 'vt_resnet18', '--device', 'tpu'], "unknown device 'tpu'"),
+        'meta device': ([image, 'vt_resnet18', '--device', 'meta'],
+                        r"device 'meta' cannot run inference here: use cpu or cuda\[:N\]"),
+        'cfg-options model=3': ([image, VT_FPN_R18, '--cfg-options', 'model=3'],
+                                '--cfg-options model=3 would replace the config section model'),
+        'pickled code': ([image, 'vt_resnet18', str(tmp_path / 'evil.pth')],
+                         r'cannot load checkpoint \S*evil.pth: it holds a pickled reference to '
+                         r'(posix|os)\.system'),
     }
     argv, message = args[case]
     torch.save({'conv.weight': torch.zeros(1)}, str(tmp_path / 'other.pth'))
+    torch.save({'state_dict': PickledCode(str(tmp_path / 'PWNED'))}, str(tmp_path / 'evil.pth'))
     if '--out' not in argv:
         argv = [*argv, '--out', out]
     assert tool.main(argv) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
     assert len(errors) == 1
     assert re.search(message, errors[0]), errors[0]
+    assert 'weights_only=False' not in errors[0] and not (tmp_path / 'PWNED').exists()
     assert not os.path.exists(out) and not glob.glob(str(tmp_path / '*.png'))
 
 
