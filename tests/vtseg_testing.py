@@ -27,3 +27,22 @@ def run_tool(args: list, cwd: str = REPO, timeout: int = 600, env: dict = None) 
     if proc.returncode != 0:
         pytest.fail(f'{" ".join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
     return proc
+
+
+def as_cfg_options(options: dict) -> list:
+    """``key=value`` words for a tool's ``--cfg-options`` from a dict of overrides.
+
+    Values are written as mmengine's ``DictAction`` parses them back: ``(64, 64)`` as
+    ``(64,64)``, ``None`` as ``None``, strings unquoted.
+    """
+    return [f'{key}=' + str(value).replace(' ', '').replace("'", '') for key, value in options.items()]
+
+
+def make_lip(root: str) -> str:
+    """A tiny LIP data set at ``root/LIP`` as ``tools/dataset_converters/lip.py`` leaves it
+    (from the miniature download of :func:`test_configs.fake_datasets.write_lip_download`)."""
+    from test_configs.fake_datasets import write_lip_download
+    out = osp.join(root, 'LIP')
+    run_tool([osp.join('tools', 'dataset_converters', 'lip.py'),
+              write_lip_download(osp.join(root, 'download'), as_zip=True), '-o', out])
+    return out
