@@ -21,3 +21,13 @@ def test_bad_input_is_one_line():
         proc = subprocess.run([sys.executable, 'tools/get_flops.py', arg], capture_output=True, text=True)
         assert proc.returncode != 0
         assert proc.stderr.strip().startswith('error:') and '\n' not in proc.stderr.strip()
+
+
+def test_exact_counts_are_the_metafile_numbers():
+    """What configs/*/metafile.yaml records is what ``--exact`` prints."""
+    import yaml
+    with open('configs/vtshapes/metafile.yaml') as f:
+        model = yaml.safe_load(f)['Models'][0]
+    out = run_tool(['tools/get_flops.py', model['Config'], '--shape', '96', '--exact']).stdout
+    meta = model['Metadata']
+    assert f'{model["Name"]} @96x96: Parameters: {meta["Parameters"]}, FLOPs: {meta["FLOPs"]}' in out
