@@ -79,6 +79,19 @@ QUIET = ('pkg_resources is deprecated', 'The draw is False', 'instance named of 
          '``build_loss`` would be deprecated', 'Default ``avg_non_ignore`` is False')
 
 
+def preflight() -> None:
+    """Import what every training run needs, so that a broken install fails here, once."""
+    try:
+        import distutils  # noqa: F401
+    except ImportError:
+        # Python >= 3.12 has no distutils; mmengine's Runner imports it (collect_env).
+        # setuptools provides it once imported, where its .pth hook has not already.
+        import setuptools  # noqa: F401
+    import mmcv.ops  # noqa: F401  (mmseg imports the compiled ops unguarded)
+    import mmseg.models  # noqa: F401
+    import vtseg  # noqa: F401  (registers VTFPN, VTResNet in mmseg's registries)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     for message in QUIET:
@@ -105,8 +118,11 @@ def main(argv=None) -> int:
             return fail(str(err))
         for line in install_lines:
             print(f'install: {line}', flush=True)
-    import gpu_check  # mmengine must be importable from here on
-    import vtseg  # noqa: F401  (registers VTFPN, VTResNet in mmseg's registries)
+    try:
+        preflight()
+    except Exception as err:  # any import failure of the stack: say which, in one line
+        return fail(f'the installed stack does not import: {type(err).__name__}: {" ".join(str(err).split())[:300]}')
+    import gpu_check
     from vtseg.apis.io import atomic_write_bytes
 
     device = torch.device(args.device)

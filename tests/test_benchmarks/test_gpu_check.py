@@ -273,3 +273,12 @@ def test_estimate_memory_cli(tmp_path):
     proc = run_check(['--estimate-memory-from', path], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count('(estimate)') == 4
+
+
+def test_readme_memory_table_is_what_the_estimate_prints():
+    with open(osp.join(REPO, 'benchmarks', 'results', 'cpu-vm-1t.json')) as f:
+        table = gpu_check.memory_estimate_table(json.load(f))
+    with open(osp.join(REPO, 'README.md')) as f:
+        readme = f.read()
+    section = readme[readme.index('## Training on GPUs'):]
+    assert table in section[:section.index('\n## ', 3)]
