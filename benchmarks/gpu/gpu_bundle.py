@@ -259,6 +259,7 @@ def prepare(out: str = DEFAULT_BUNDLE,
             python_version: Optional[Tuple[int, int]] = None,
             platforms: Sequence[str] = MANYLINUX_X86_64,
             torch_version: Optional[str] = None,
+            prebuilt: bool = True,
             only: Optional[Sequence[str]] = None,
             extra: Sequence[str] = (),
             wheel_dir: Optional[str] = None,
@@ -270,8 +271,10 @@ def prepare(out: str = DEFAULT_BUNDLE,
         out: The bundle folder.
         python_version: The target's ``(major, minor)``; default this interpreter's.
         platforms: pip platform tags the target accepts (only binary ``extra`` need them).
-        torch_version: The target's ``torch.__version__``, if known: the mmcv wheel built
-            here for that torch (and the target's Python) is carried when it exists.
+        torch_version: The target's ``torch.__version__`` (default: this machine's): the mmcv
+            wheel built here for that torch and the target's Python is carried when the
+            cache has one; on the target, setup_env's key and check decide whether it fits.
+        prebuilt: Whether to look for that wheel at all.
         only: Parts to fetch: package names (of :func:`wheel_specs`), ``'mmcv-source'``,
             ``'mmcv-prebuilt'``, ``'vtseg'``; default everything. Such a bundle is marked
             incomplete and :func:`install` refuses it (for tests and trials).
@@ -292,8 +295,11 @@ def prepare(out: str = DEFAULT_BUNDLE,
             raise BundleError(f'--only {" ".join(sorted(unknown))}: not a part of the bundle (parts: '
                               f'{" ".join(sorted(specs))} {MMCV_SOURCE} {MMCV_PREBUILT} {VTSEG})')
     wanted = set(only) if only else set(specs) | {MMCV_SOURCE, MMCV_PREBUILT, VTSEG}
-    if MMCV_PREBUILT in wanted and only and not torch_version:
-        raise BundleError(f'--only {MMCV_PREBUILT} needs --torch (the target\'s torch version)')
+    if not prebuilt:
+        wanted.discard(MMCV_PREBUILT)
+    if torch_version is None and importlib.util.find_spec('torch') is not None:
+        import torch
+        torch_version = torch.__version__
     wheel_dir = wheel_dir or os.environ.get('VTSEG_WHEEL_DIR') or se.DEFAULT_WHEEL_DIR
     parent = osp.dirname(osp.abspath(out))
     os.makedirs(parent, exist_ok=True)

@@ -7,8 +7,8 @@ Examples::
 
     # the lent H200 machine: Python 3.12, its own torch (2.11): mmcv is built there
     python benchmarks/gpu/prepare.py --python 3.12
-    # a target with this machine's torch and Python: the mmcv wheel built here travels
-    python benchmarks/gpu/prepare.py --torch "$(python -c 'import torch; print(torch.__version__)')"
+    # a target with this machine's torch and Python: the mmcv wheel built here travels too
+    python benchmarks/gpu/prepare.py
     # a part only (trials, tests): such a bundle is not installable as a whole
     python benchmarks/gpu/prepare.py --only addict termcolor --out /tmp/bundle
 
@@ -29,8 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the target's Python MAJOR.MINOR (default: this one, %(default)s; the H200 image: 3.12)")
     parser.add_argument('--platform', nargs='+', default=gpu_bundle.MANYLINUX_X86_64,
                         help='pip platform tags the target accepts (for binary --extra wheels)')
-    parser.add_argument('--torch', help="the target's torch.__version__, if known: carry the mmcv wheel built "
-                        'here for it when the cache has one (else mmcv is built on the target)')
+    parser.add_argument('--torch', help="the target's torch.__version__ (default: this machine's): carry the mmcv "
+                        'wheel built here for it and --python when the cache has one (else mmcv is built there)')
+    parser.add_argument('--no-prebuilt', action='store_true', help='never carry a prebuilt mmcv wheel')
     parser.add_argument('--only', nargs='+', help='fetch only these parts (package names, mmcv-source, '
                         'mmcv-prebuilt, vtseg); the bundle is then marked incomplete')
     parser.add_argument('--extra', nargs='+', default=[], help='more wheels, NAME==VERSION (e.g. a binary '
@@ -45,8 +46,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         manifest = gpu_bundle.prepare(
-            args.out, gpu_bundle.parse_python_version(args.python), args.platform, args.torch, args.only,
-            args.extra, args.wheel_dir, limit_mib=args.limit_mib)
+            args.out, gpu_bundle.parse_python_version(args.python), args.platform, args.torch,
+            not args.no_prebuilt, args.only, args.extra, args.wheel_dir, limit_mib=args.limit_mib)
     except gpu_bundle.BundleError as err:
         print(f'prepare.py: error: {err}', file=sys.stderr)
         return 1

@@ -196,11 +196,12 @@ def test_prebuilt_mmcv_wheel_travels_only_for_its_own_torch(tmp_path, isolated_p
         pytest.skip(f'no verified mmcv wheel cached for {target.key} (tools/setup.sh builds it)')
     assert target == se.current_target('cpu')
 
-    other = gpu_bundle.prepare(str(tmp_path / 'other'), HERE, torch_version='2.0.0', only=['mmcv-prebuilt'])
-    assert other['mmcv_prebuilt_key'] is None and other['files'] == []
+    for kwargs in (dict(torch_version='2.0.0'), dict(prebuilt=False)):  # another torch; asked not to
+        other = gpu_bundle.prepare(str(tmp_path / 'other'), HERE, only=['mmcv-prebuilt'], **kwargs)
+        assert other['mmcv_prebuilt_key'] is None and other['files'] == []
 
     bundle = str(tmp_path / 'bundle')
-    manifest = gpu_bundle.prepare(bundle, HERE, torch_version=torch.__version__, only=['mmcv-prebuilt'])
+    manifest = gpu_bundle.prepare(bundle, HERE, only=['mmcv-prebuilt'])  # default: this machine's torch
     assert manifest['mmcv_prebuilt_key'] == target.key
     site = str(tmp_path / 'site')
     gpu_bundle.use_target_dir(site)
