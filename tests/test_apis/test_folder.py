@@ -264,6 +264,7 @@ def test_every_image_of_an_adversarial_folder_gets_its_own_outputs(inferencer, t
         _write(root / rel, h, w)
     first = infer_folder(inferencer, str(root), out, batch_size=3)
     assert len(first.done) == 6 and not first.skipped and not first.failed
+
     def output_files():
         return sorted(p for p in glob.glob(osp.join(out, '**', '*'), recursive=True) if osp.isfile(p))
     outputs = output_files()

@@ -27,25 +27,41 @@ anything is written: every id of the id list, and every image and mask found,
 must have both its image and its mask; then each mask must be a single-channel
 map of labels 0-19 (255 = ignore) of its image's size. The output is built in a
 staging folder inside ``OUT_DIR`` and moved into place at the end, so a failed
-or interrupted run leaves an earlier output untouched, and a re-run replaces
-``img_dir`` / ``ann_dir`` (no stale files) and leaves other files in ``OUT_DIR`` alone.
+or interrupted run (Ctrl-C or SIGTERM) leaves an earlier output untouched, and a
+re-run replaces ``img_dir`` / ``ann_dir`` (no stale files) and leaves other files
+in ``OUT_DIR`` alone. A run that fails leaves no ``OUT_DIR`` it created, and a
+staging folder that a killed run (``kill -9``) left behind is removed by the next
+run (each run holds a ``flock`` on its own staging folder, so a folder nobody
+holds is stale).
+
+Hostile downloads get one error line: damaged, encrypted or unsupported zip
+entries ("download it again"), oversized id lists; quoted names are cut and
+escaped. Files are streamed in 1 MB pieces, never read whole. A file in an
+extracted folder that is not a regular file (a named pipe, socket or device) is
+listed on stderr and never opened.
 
 Example::
 
     python tools/dataset_converters/lip.py /path/to/LIP -o data/LIP
 """
 import argparse
-import io
+import fcntl
 import os
 import os.path as osp
 import shutil
+import signal
 import sys
 import tempfile
 import zipfile
-from typing import Dict, Iterable, List, Optional, Tuple
+import zlib
+from contextlib import contextmanager
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
+
+from vtseg.apis.io import file_kind, open_regular_file
+from vtseg.utils.errors import one_line
 
 NUM_CLASSES = 20
 IGNORE_INDEX = 255
@@ -58,6 +74,18 @@ SPLITS: Dict[str, Tuple[str, str, str]] = {
 }
 DOWNLOAD_HINT = (f'download {IMAGES}.zip and {ANNOTATIONS}.zip from http://sysu-hcp.net/lip/ '
                  '(Single Person) into LIP_ROOT')
+STAGING_PREFIX = '.lip-staging-'
+CHUNK_BYTES = 1 << 20
+# LIP's id lists are ~0.6 MB; anything this large is not one.
+MAX_ID_LIST_BYTES = 16 << 20
+# What reading a damaged, encrypted or exotic zip entry raises.
+READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError,
+               ValueError)
+
+
+def quote(name: str, limit: int = 80) -> str:
+    """A file name or id as an error message may show it: escaped, at most ``limit`` characters."""
+    return one_line(name, limit) if name.strip() else repr(name)[:limit]
 
 
 class LIPError(Exception):
@@ -70,24 +98,39 @@ class Source:
     Args:
         root: LIP_ROOT.
         name: The part's name; ``root/name/`` is used if it exists, else ``root/name.zip``.
+
+    Attributes:
+        skipped: ``(name, kind)`` of folder entries that are not regular files (named
+            pipes, sockets, devices): left out, never opened.
     """
 
     def __init__(self, root: str, name: str) -> None:
         folder, archive = osp.join(root, name), osp.join(root, name + '.zip')
         self.zip: Optional[zipfile.ZipFile] = None
+        self.skipped: List[Tuple[str, str]] = []
         if osp.isdir(folder):
             self.label = name + '/'
             self.folder = folder
-            self.names = sorted(
-                osp.relpath(osp.join(d, f), folder).replace(os.sep, '/')
-                for d, _, files in os.walk(folder) for f in files)
+            self.names = []
+            for d, _, files in os.walk(folder):
+                for f in files:
+                    rel = osp.relpath(osp.join(d, f), folder).replace(os.sep, '/')
+                    try:
+                        kind = file_kind(os.stat(osp.join(d, f)).st_mode)
+                    except OSError as e:  # a dangling link: listed, fails when read
+                        kind = 'regular file' if isinstance(e, FileNotFoundError) else 'unreadable'
+                    if kind == 'regular file':
+                        self.names.append(rel)
+                    else:
+                        self.skipped.append((rel, kind))
+            self.names.sort()
         elif osp.isfile(archive):
             self.label = name + '.zip'
             try:
                 self.zip = zipfile.ZipFile(archive)
-            except zipfile.BadZipFile:
-                raise LIPError(f'{archive} is not a readable zip file (incomplete download?); '
-                               f'download it again') from None
+            except READ_ERRORS as e:
+                raise LIPError(f'{archive} is not a readable zip file ({one_line(e, 120)}; '
+                               'incomplete download?): download it again') from None
             self.names = sorted(n for n in self.zip.namelist() if not n.endswith('/'))
         else:
             raise LIPError(f'{root} has neither {name}/ nor {name}.zip; {DOWNLOAD_HINT}')
@@ -99,15 +142,53 @@ class Source:
         if self.zip is not None:
             self.zip.close()
 
-    def read(self, name: str) -> bytes:
+    def _damaged(self, name: str, err: BaseException) -> 'LIPError':
+        again = 'download it again' if self.zip is not None else 'extract or download it again'
+        return LIPError(f'cannot read {quote(name)} from {self.label} ({one_line(err, 160)}); '
+                        f'the download is damaged: {again}')
+
+    def _open(self, name: str) -> IO[bytes]:
         try:
             if self.zip is not None:
-                return self.zip.read(name)
-            with open(osp.join(self.folder, name), 'rb') as f:
-                return f.read()
-        except (OSError, zipfile.BadZipFile) as e:
-            raise LIPError(f'cannot read {name} from {self.label} ({e}); '
-                           'download it again') from None
+                return self.zip.open(name)  # encrypted / unknown compression raise here
+            return open_regular_file(osp.join(self.folder, name))
+        except READ_ERRORS as e:
+            raise self._damaged(name, e) from None
+
+    def size(self, name: str) -> int:
+        """Uncompressed size of ``name`` in bytes."""
+        if self.zip is not None:
+            return self.zip.getinfo(name).file_size
+        return os.stat(osp.join(self.folder, name)).st_size
+
+    def copy(self, name: str, destination: str) -> None:
+        """Stream ``name`` into the new file ``destination`` in 1 MB pieces.
+
+        Raises:
+            LIPError: ``name`` cannot be read (damaged or encrypted entry ...).
+            OSError: ``destination`` cannot be written.
+        """
+        with self._open(name) as source, open(destination, 'wb') as target:
+            while True:
+                try:
+                    chunk = source.read(CHUNK_BYTES)  # a zip entry's CRC is checked at its end
+                except READ_ERRORS as e:
+                    raise self._damaged(name, e) from None
+                if not chunk:
+                    break
+                target.write(chunk)
+
+    def read_small(self, name: str, limit: int = MAX_ID_LIST_BYTES) -> bytes:
+        """The whole of a small file such as an id list, refusing one larger than ``limit``."""
+        size = self.size(name)
+        if size > limit:
+            raise LIPError(f'{quote(name)} in {self.label} is {size / 1e6:.0f} MB; LIP\'s id lists '
+                           'are under 1 MB: the download is damaged, download it again')
+        with self._open(name) as source:
+            try:
+                return source.read(limit + 1)[:limit]
+            except READ_ERRORS as e:
+                raise self._damaged(name, e) from None
 
     def find(self, folder: str, suffix: str) -> Dict[str, str]:
         """``{id: name}`` of the files ``.../<folder>/<id><suffix>`` at any depth."""
@@ -117,8 +198,8 @@ class Source:
             if parent.rpartition('/')[2] == folder and base.endswith(suffix):
                 stem = base[:-len(suffix)]
                 if stem in found:
-                    raise LIPError(f'{self.label} holds {base} twice ({found[stem]} and {name}); '
-                                   'keep one copy')
+                    raise LIPError(f'{self.label} holds {quote(base)} twice ({quote(found[stem])} '
+                                   f'and {quote(name)}); keep one copy')
                 found[stem] = name
         return found
 
@@ -130,7 +211,7 @@ class Source:
 
 def _examples(names: Iterable[str], n: int = 3) -> str:
     names = sorted(names)
-    return ', '.join(names[:n]) + (', ...' if len(names) > n else '')
+    return ', '.join(quote(name, 60) for name in names[:n]) + (', ...' if len(names) > n else '')
 
 
 def pair_split(split: str, images: Source, masks: Source,
@@ -151,13 +232,17 @@ def pair_split(split: str, images: Source, masks: Source,
     for source in (images, masks):
         list_file = source.find_file(list_name)
         if list_file is not None:
-            text = source.read(list_file).decode('utf-8', errors='replace')
+            text = source.read_small(list_file).decode('utf-8', errors='replace')
             break
     else:
         text = None
-        if osp.isfile(osp.join(root, list_name)):
-            with open(osp.join(root, list_name), encoding='utf-8', errors='replace') as f:
-                text = f.read()
+        path = osp.join(root, list_name)
+        if osp.isfile(path):
+            if os.stat(path).st_size > MAX_ID_LIST_BYTES:
+                raise LIPError(f'{path} is {os.stat(path).st_size / 1e6:.0f} MB; LIP\'s id lists '
+                               'are under 1 MB: remove it or download it again')
+            with open_regular_file(path) as f:
+                text = f.read(MAX_ID_LIST_BYTES).decode('utf-8', errors='replace')
     if text is not None:
         # one id per line; tolerate a file extension and blank lines
         listed = list(dict.fromkeys(
@@ -188,28 +273,30 @@ def pair_split(split: str, images: Source, masks: Source,
     return [(i, img_files[i], mask_files[i]) for i in ids]
 
 
-def check_pair(image: bytes, mask: bytes, image_name: str, mask_name: str) -> None:
-    """Raise :class:`LIPError` unless ``mask`` is a label map of ``image``'s size."""
-    def decode(data: bytes, name: str) -> Image.Image:
+def check_pair(image_path: str, mask_path: str, image_name: str, mask_name: str) -> None:
+    """Raise :class:`LIPError` unless the mask file is a label map of the image file's size."""
+    def decode(path: str, name: str) -> Image.Image:
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(path)
             img.load()
             return img
         except Exception as e:  # PIL raises several types for corrupt files
-            raise LIPError(f'cannot decode {name} ({e}); download it again') from None
+            raise LIPError(f'cannot decode {quote(name)} ({one_line(e, 160)}); download it '
+                           'again') from None
 
-    image_size = decode(image, image_name).size
-    seg = decode(mask, mask_name)
-    mode, mask_size, labels = seg.mode, seg.size, np.asarray(seg)
+    with decode(image_path, image_name) as image:
+        image_size = image.size
+    with decode(mask_path, mask_name) as seg:
+        mode, mask_size, labels = seg.mode, seg.size, np.asarray(seg)
     if mode not in ('L', 'P'):
-        raise LIPError(f'{mask_name} has image mode {mode}; LIP masks are single-channel '
+        raise LIPError(f'{quote(mask_name)} has image mode {mode}; LIP masks are single-channel '
                        'label maps (mode L or P)')
     if mask_size != image_size:
-        raise LIPError(f'{mask_name} is {mask_size[0]}x{mask_size[1]} but its image is '
+        raise LIPError(f'{quote(mask_name)} is {mask_size[0]}x{mask_size[1]} but its image is '
                        f'{image_size[0]}x{image_size[1]}')
     bad = np.setdiff1d(np.unique(labels), [*range(NUM_CLASSES), IGNORE_INDEX])
     if bad.size:
-        raise LIPError(f'{mask_name} holds label(s) {bad.tolist()}; LIP labels are '
+        raise LIPError(f'{quote(mask_name)} holds label(s) {bad.tolist()[:10]}; LIP labels are '
                        f'0-{NUM_CLASSES - 1} (and {IGNORE_INDEX} = ignore)')
 
 
@@ -228,20 +315,103 @@ def convert(lip_root: str, out_dir: str) -> Dict[str, int]:
         images.close()
         raise
     try:
+        for source in (images, masks):
+            if source.skipped:
+                listed = ', '.join(f'{quote(name, 60)} ({kind})' for name, kind in source.skipped[:5])
+                more = f', ... {len(source.skipped) - 5} more' if len(source.skipped) > 5 else ''
+                print(f'warning: {source.label} holds {len(source.skipped)} entries that are not '
+                      f'regular files, skipped without opening them: {listed}{more}',
+                      file=sys.stderr)
         return _write(images, masks, lip_root, out_dir)
     finally:
         images.close()
         masks.close()
 
 
+class _Signals:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (so that ``finally`` blocks clean up), except
+    inside :func:`_critical_section`, which they do not interrupt (the run then completes)."""
+    in_critical_section = False
+
+    @classmethod
+    def install(cls) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, cls._handle)
+
+    @classmethod
+    def _handle(cls, signum: int, frame: Any) -> None:
+        if not cls.in_critical_section:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def _critical_section() -> Iterator[None]:
+    _Signals.in_critical_section = True
+    try:
+        yield
+    finally:
+        _Signals.in_critical_section = False
+
+
+def _missing_dirs(path: str) -> List[str]:
+    """``path`` and its parents that do not exist yet, outermost first."""
+    missing = []
+    path = osp.abspath(path)
+    while not osp.exists(path) and osp.dirname(path) != path:
+        missing.append(path)
+        path = osp.dirname(path)
+    return missing[::-1]
+
+
+def remove_stale_staging(out_dir: str) -> int:
+    """Remove the staging folders in ``out_dir`` that no running converter holds.
+
+    A converter holds an exclusive ``flock`` on its staging folder from before the folder
+    gets its ``.lip-staging-`` name until it is deleted; a folder whose lock can be taken
+    was left by a run that was killed. Returns how many were removed.
+    """
+    removed = 0
+    for entry in os.scandir(out_dir):
+        if not entry.name.startswith(STAGING_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        fd = os.open(entry.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a live run's
+        try:  # deleted while holding its lock
+            shutil.rmtree(entry.path)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _locked_staging(out_dir: str) -> Tuple[str, int]:
+    """A new staging folder in ``out_dir`` and the descriptor holding its lock."""
+    fresh = tempfile.mkdtemp(prefix='.lip-new-', dir=out_dir)
+    fd = os.open(fresh, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    staging = osp.join(out_dir, STAGING_PREFIX + osp.basename(fresh)[len('.lip-new-'):])
+    os.rename(fresh, staging)  # the lock stays with the folder
+    return staging, fd
+
+
 def _write(images: Source, masks: Source, lip_root: str, out_dir: str) -> Dict[str, int]:
     pairs = {split: pair_split(split, images, masks, lip_root) for split in SPLITS}
 
+    created = _missing_dirs(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix='.lip-staging-', dir=out_dir)
+        stale = remove_stale_staging(out_dir)
+        staging, staging_fd = _locked_staging(out_dir)
     except OSError as e:
+        _remove_empty(created)
         raise LIPError(f'cannot write to {out_dir} ({e.strerror}); choose another -o') from None
+    if stale:
+        print(f'removed {stale} staging folder(s) that killed runs left in {out_dir}')
+    done = False
     try:
         for split, split_pairs in pairs.items():
             img_dir = osp.join(staging, 'img_dir', split)
@@ -249,26 +419,48 @@ def _write(images: Source, masks: Source, lip_root: str, out_dir: str) -> Dict[s
             os.makedirs(img_dir)
             os.makedirs(ann_dir)
             for n, (stem, image_name, mask_name) in enumerate(split_pairs, 1):
-                image, mask = images.read(image_name), masks.read(mask_name)
-                check_pair(image, mask, image_name, mask_name)
-                with open(osp.join(img_dir, stem + '.jpg'), 'wb') as f:
-                    f.write(image)
-                with open(osp.join(ann_dir, stem + '.png'), 'wb') as f:
-                    f.write(mask)
+                image_path = osp.join(img_dir, stem + '.jpg')
+                mask_path = osp.join(ann_dir, stem + '.png')
+                images.copy(image_name, image_path)
+                masks.copy(mask_name, mask_path)
+                check_pair(image_path, mask_path, image_name, mask_name)
                 if n % 5000 == 0:
                     print(f'{split}: {n}/{len(split_pairs)}', flush=True)
-        # Swap the finished folders in; an earlier output moves into the staging
-        # folder and is deleted with it.
-        for sub in ('img_dir', 'ann_dir'):
-            target = osp.join(out_dir, sub)
-            if osp.lexists(target):
-                os.replace(target, osp.join(staging, 'previous_' + sub))
-            os.replace(osp.join(staging, sub), target)
+        # Swap the finished folders in; an earlier output moves into the staging folder and
+        # is deleted with it. Signals wait until both folders are in place.
+        with _critical_section():
+            moved: List[Tuple[str, str]] = []
+            try:
+                for sub in ('img_dir', 'ann_dir'):
+                    target = osp.join(out_dir, sub)
+                    if osp.lexists(target):
+                        os.replace(target, osp.join(staging, 'previous_' + sub))
+                        moved.append((osp.join(staging, 'previous_' + sub), target))
+                    os.replace(osp.join(staging, sub), target)
+                    moved.append((target, osp.join(staging, sub)))
+            except OSError:
+                for source, back in reversed(moved):  # put everything back as it was
+                    os.replace(source, back)
+                raise
+            done = True
     except OSError as e:
-        raise LIPError(f'cannot write to {out_dir} ({e}); nothing was changed there') from None
+        raise LIPError(f'cannot write to {out_dir} ({one_line(e, 200)}); nothing was changed '
+                       'there') from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(staging_fd)
+        if not done:
+            _remove_empty(created)
     return {split: len(p) for split, p in pairs.items()}
+
+
+def _remove_empty(folders: List[str]) -> None:
+    """Remove ``folders`` (innermost first) where they are empty: what a failed run created."""
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
 
 
 def parse_args() -> argparse.Namespace:
@@ -282,10 +474,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    _Signals.install()  # SIGTERM cleans up as Ctrl-C does
     try:
         counts = convert(args.lip_path, args.out_dir)
     except LIPError as e:
-        sys.exit(f'error: {e}')
+        sys.exit(f'error: {one_line(e, 1000)}')
+    except KeyboardInterrupt:
+        print(f'error: interrupted; {args.out_dir} is as it was before', file=sys.stderr)
+        sys.exit(130)
     print(f'LIP: {counts["train"]} train / {counts["val"]} val image/mask pairs '
           f'-> {osp.join(args.out_dir, "{img_dir,ann_dir}")}')
 
