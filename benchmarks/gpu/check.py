@@ -145,8 +145,9 @@ def main(argv=None) -> int:
     # rough seconds per item on an H200, for the budget (0 with --tiny: no budget)
     need = (lambda s: 0.0) if args.tiny else (lambda s: s)
     try:
-        coco_root = args.data_root or section.attempt(
-            'writing synthetic COCO-Stuff data', lambda: gpu_check.write_synthetic_dataset(
+        coco_root = args.data_root
+        if coco_root is None and {'train', 'memory'} & set(args.sections):
+            coco_root = section.attempt('writing synthetic COCO-Stuff data', lambda: gpu_check.write_synthetic_dataset(
                 osp.join(work_root, 'coco_stuff164k'), 'coco_stuff164k', settings.num_images, settings.image_size))
         models = {}
         if 'train' in args.sections and coco_root:
@@ -164,9 +165,7 @@ def main(argv=None) -> int:
             lip_root = args.lip_root or section.attempt(
                 'writing synthetic LIP data', lambda: gpu_check.write_synthetic_dataset(
                     osp.join(work_root, 'lip'), 'lip', settings.num_images, settings.lip_image_size))
-            if lip_root:
-                models_kept = {k: models[k] for k in ('vt-fpn_r50',) if k in models}  # for ONNX
-                models = models_kept
+            if lip_root:  # (the trained models wait on the CPU: the memory runs have the GPU alone)
                 gpu_check.memory_section(section, settings, device, coco_root, lip_root, work_root, need(15))
         if 'onnx' in args.sections:
             gpu_check.onnx_section(section, settings, device, models, work_root)
