@@ -10,6 +10,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from vtseg_testing import REPO
@@ -174,6 +175,7 @@ def test_mmcv_source_is_read_offline_and_patched_by_setup_envs_builder(tmp_path,
             f.write('error: stand-in compiler stopped here\n')
         return 1
     monkeypatch.setattr(se, 'run_logged', compile_stand_in)
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))  # where the failed build's log is kept
     monkeypatch.setenv('PIP_USE_PEP517', '1')
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0')
     with pytest.raises(gpu_bundle.BundleError, match='building mmcv 2.1.0 failed'):
@@ -184,6 +186,7 @@ def test_mmcv_source_is_read_offline_and_patched_by_setup_envs_builder(tmp_path,
     assert seen['env']['PIP_NO_INDEX'] == '1'
     assert '--no-build-isolation' in seen['cmd']
     assert os.environ['CUDA_VISIBLE_DEVICES'] == '0' and 'PIP_NO_INDEX' not in os.environ  # restored
+    assert [f for f in os.listdir(tmp_path) if f.startswith('vtseg-mmcv-build-')]  # the log, for the user
 
 
 @pytest.mark.slow
