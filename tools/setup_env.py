@@ -296,6 +296,9 @@ def build_wheel(target: BuildTarget, work_dir: str, jobs: int) -> str:
                MAX_JOBS=str(jobs))
     if target.flavour == 'cuda' and target.cuda_arch:
         env['TORCH_CUDA_ARCH_LIST'] = target.cuda_arch
+    if target.flavour == 'cpu':
+        # mmcv's setup.py builds CUDA ops whenever torch sees a GPU, whatever FORCE_CUDA says.
+        env['CUDA_VISIBLE_DEVICES'] = ''
     out = osp.join(work_dir, 'out')
     log_path = osp.join(work_dir, 'build.log')
     say(f'building mmcv {target.mmcv} with {target.flavour} ops ({jobs} parallel jobs; '
