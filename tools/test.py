@@ -10,24 +10,35 @@ Same arguments as mmseg 1.2.2's tool. On top of it:
   model the config builds) is the same one-line error as ``tools/infer.py``
   gives, where mmseg's tool logs missing/unexpected keys and reports the mIoU
   of a half-loaded model; ``--partial-load`` asks for mmseg's behaviour;
-- ``--launcher pytorch`` works without CUDA (see ``tools/train.py``).
+- ``--show-dir``/``--show`` draw every image (the visualization hook's interval
+  becomes 1 unless ``--cfg-options default_hooks.visualization.interval=N`` sets
+  it; mmseg draws every 50th, so a small validation set gave no image at all);
+- ``--launcher pytorch`` works without CUDA, a checkpoint or pretrained weights
+  that cannot be downloaded are one error line, and OpenMP workers sleep when
+  idle (see ``tools/train.py``).
 
 Examples::
 
     python tools/test.py CONFIG work_dirs/run/iter_1500.pth --show-dir vis
     bash tools/dist_test.sh CONFIG CHECKPOINT 2 --out preds
 """
-import argparse
-import os.path as osp
-import sys
+import os
 
-from mmengine.config import Config
-from mmengine.runner import Runner
+# Read once, when torch loads OpenMP: set before anything imports torch (README "Train and test").
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import vtseg  # noqa: F401  (registers vtseg's modules, allows safe checkpoint loading)
-from vtseg.apis import InferenceSetupError, check_config_checkpoint
-from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options
-from vtseg.mm.runtime import leave_process_group, prepare_cpu_distributed
+import argparse  # noqa: E402
+import os.path as osp  # noqa: E402
+import sys  # noqa: E402
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import vtseg  # noqa: F401,E402  (registers vtseg's modules, allows safe checkpoint loading)
+from vtseg.apis import InferenceSetupError, check_config_checkpoint  # noqa: E402
+from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options  # noqa: E402
+from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
+from vtseg.mm.runtime import finish_distributed_process, leave_process_group, prepare_cpu_distributed  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,6 +79,8 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
     if 'visualization' in default_hooks:
         visualization_hook = default_hooks['visualization']
         visualization_hook['draw'] = True
+        if 'default_hooks.visualization.interval' not in (args.cfg_options or {}):
+            visualization_hook['interval'] = 1  # every image, not mmseg's every 50th
         if args.show:
             visualization_hook['show'] = True
             visualization_hook['wait_time'] = args.wait_time
@@ -142,10 +155,15 @@ def main() -> None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
-    runner = Runner.from_cfg(cfg)
-    runner.test()
+    try:
+        with explain_unreachable_weights(cfg, args.checkpoint):
+            runner = Runner.from_cfg(cfg)
+            runner.test()
+    except PretrainedWeightsUnavailable as err:
+        fail(str(err))
     leave_process_group()
 
 
 if __name__ == '__main__':
     main()
+    finish_distributed_process()

@@ -11,29 +11,41 @@ Same arguments as mmseg 1.2.2's tool. On top of it:
   one line (``WORK_DIR/.train.lock``, see :class:`vtseg.mm.runtime.WorkDirLock`;
   released when the first ends, however it ends), instead of both writing into it;
 - ``--launcher pytorch`` works without CUDA (gloo backend, SyncBN run as BN,
-  see :func:`vtseg.mm.runtime.prepare_cpu_distributed`).
+  see :func:`vtseg.mm.runtime.prepare_cpu_distributed`), and a rank that finished
+  exits 0 (see :func:`vtseg.mm.runtime.finish_distributed_process`);
+- pretrained weights that cannot be downloaded (offline) are one error line naming
+  them, their cache folder and the override that trains from scratch
+  (see :func:`vtseg.mm.checkpoint.explain_unreachable_weights`);
+- OpenMP workers sleep when idle (``OMP_WAIT_POLICY=PASSIVE`` unless set): spinning
+  ones slow training 10-25x on a machine where anything else runs.
 
 Examples::
 
     python tools/train.py configs/vtshapes/vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py
     bash tools/dist_train.sh CONFIG 2 --work-dir work_dirs/run --resume
 """
-import argparse
-import logging
-import os.path as osp
-import sys
+import os
 
-from mmengine.config import Config
-from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
-from mmengine.logging import print_log
-from mmengine.runner import Runner
+# Read once, when torch loads OpenMP: set before anything imports torch (README "Train and test").
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from mmseg.registry import RUNNERS
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os.path as osp  # noqa: E402
+import sys  # noqa: E402
 
-import vtseg  # noqa: F401  (registers vtseg's modules, allows safe checkpoint loading)
-from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options
-from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, launcher_rank, leave_process_group,
-                              prepare_cpu_distributed)
+from mmengine.config import Config  # noqa: E402
+from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmseg.registry import RUNNERS  # noqa: E402
+
+import vtseg  # noqa: F401,E402  (registers vtseg's modules, allows safe checkpoint loading)
+from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options  # noqa: E402
+from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
+from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, finish_distributed_process, launcher_rank,  # noqa: E402
+                              leave_process_group, prepare_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -118,13 +130,17 @@ def main() -> None:
     # resume training from work_dir/last_checkpoint
     cfg.resume = args.resume
 
-    # build the runner from config
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    try:
+        with explain_unreachable_weights(cfg):
+            # build the runner from config
+            if 'runner_type' not in cfg:
+                runner = Runner.from_cfg(cfg)
+            else:
+                runner = RUNNERS.build(cfg)
 
-    runner.train()
+            runner.train()
+    except PretrainedWeightsUnavailable as err:
+        fail(str(err))
     leave_process_group()
     if work_dir_lock is not None:
         work_dir_lock.release()
@@ -132,3 +148,4 @@ def main() -> None:
 
 if __name__ == '__main__':
     main()
+    finish_distributed_process()

@@ -41,3 +41,50 @@ def test_getattr_is_limited_to_history_buffer_methods(tmp_path):
     torch.save({'x': _Sneaky()}, path)
     with pytest.raises(Exception, match='refusing getattr|Unsupported global'):
         torch.load(path, weights_only=True)
+
+
+# Offline pretrained weights: which ones a real config wants, and the line a failed download becomes.
+LIP_CONFIGS = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'lip')
+
+
+@pytest.mark.parametrize('config, key, reference, url_start', [
+    ('fpn_r50_8xb12-50k_lip-473x473.py', 'model.pretrained', 'open-mmlab://resnet50_v1c',
+     'https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-'),
+    ('vt-fpn_vt-r50_8xb12-50k_lip-473x473.py', 'model.backbone.init_cfg', 'torchvision://resnet50',
+     'https://download.pytorch.org/models/resnet50-'),
+])
+def test_unreachable_weights_become_one_line(config, key, reference, url_start, tmp_path, monkeypatch):
+    import socket
+    from urllib.error import URLError
+    from mmengine.config import Config
+    from vtseg.mm.checkpoint import (PretrainedWeightsUnavailable, explain_unreachable_weights, remote_weights,
+                                     weights_url)
+    from vtseg.mm.cli import merge_cfg_options
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))  # an empty weights cache
+    cfg = Config.fromfile(os.path.join(LIP_CONFIGS, config))
+    assert remote_weights(cfg) == [(key, reference)]
+    url = weights_url(reference)
+    assert url.startswith(url_start)
+    offline = URLError(socket.gaierror(-3, 'Temporary failure in name resolution'))
+    with pytest.raises(PretrainedWeightsUnavailable) as info:
+        with explain_unreachable_weights(cfg):
+            raise offline
+    message = str(info.value)
+    assert '\n' not in message
+    assert message.startswith(f'cannot download the pretrained weights {reference} ({url}: '
+                              f'[Errno -3] Temporary failure in name resolution) into '
+                              f'{tmp_path / "hub" / "checkpoints"}; ')
+    assert f"torch.hub.load_state_dict_from_url('{url}')" in message
+    assert message.endswith(f'train from scratch with --cfg-options {key}=None')
+    # Other errors pass unchanged, and so does a network error once the weights are cached.
+    with pytest.raises(KeyError):
+        with explain_unreachable_weights(cfg):
+            raise KeyError('not a download')
+    (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
+    (tmp_path / 'hub' / 'checkpoints' / os.path.basename(url)).write_bytes(b'')
+    with pytest.raises(URLError):
+        with explain_unreachable_weights(cfg):
+            raise offline
+    # The override the message names leaves nothing to download.
+    merge_cfg_options(cfg, {key: None})
+    assert remote_weights(cfg) == []

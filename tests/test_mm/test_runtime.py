@@ -108,3 +108,47 @@ def test_launcher_rank_reads_each_launchers_variable(monkeypatch):
     monkeypatch.setenv('SLURM_PROCID', '5')
     assert (launcher_rank('pytorch'), launcher_rank('slurm'), launcher_rank('mpi')) == (3, 5, 0)
     assert launcher_rank('none') == 0  # a single process takes the lock whatever the environment
+
+
+FINISH_SCRIPT = '''
+import sys
+import torch
+import torch.distributed as dist
+from vtseg.mm.runtime import finish_distributed_process, leave_process_group
+
+def main():
+    dist.init_process_group('gloo', init_method='file://' + sys.argv[1], rank=0, world_size=1)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2))
+    model(torch.ones(3, 4)).sum().backward()  # the reducer and gloo work now hold the group
+    if sys.argv[2] == 'fail':
+        raise RuntimeError('a real failure')
+    leave_process_group()
+    print('done', end='')  # unflushed: finish_distributed_process must flush it
+
+main()
+finish_distributed_process()
+print(' after', flush=True)  # never reached: the process ended with status 0
+'''
+
+
+@pytest.mark.parametrize('outcome', ['ok', 'fail'])
+def test_finish_distributed_process(outcome, tmp_path):
+    """A finished rank exits 0 with its output flushed and nothing after it runs; an error
+    before it is still a traceback and exit status 1."""
+    proc = subprocess.run([sys.executable, '-c', FINISH_SCRIPT, str(tmp_path / 'store'), outcome],
+                          capture_output=True, text=True, timeout=120)
+    if outcome == 'ok':
+        assert (proc.returncode, proc.stdout) == (0, 'done'), proc.stderr[-2000:]
+    else:
+        assert proc.returncode == 1 and 'RuntimeError: a real failure' in proc.stderr
+        assert proc.stdout == ''
+
+
+def test_finish_is_a_no_op_without_a_group():
+    import vtseg.mm.runtime as runtime
+    flag = runtime._left_process_group  # test_leave_process_group may have set it in this process
+    runtime._left_process_group = False
+    try:
+        runtime.finish_distributed_process()  # returns: this pytest process goes on
+    finally:
+        runtime._left_process_group = flag

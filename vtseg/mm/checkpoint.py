@@ -18,17 +18,27 @@ so a checkpoint from an unknown source stays safe to open.
 way OpenMMLab publishes models: weights and meta only, and the first 8 hex
 digits of the file's SHA-256 in its name (``NAME-1a2b3c4d.pth``), the suffix
 ``torch.hub`` checks downloads against.
+
+:func:`explain_unreachable_weights` turns the network error of a config whose
+pretrained weights (``open-mmlab://resnet50_v1c``, ``torchvision://resnet50``)
+are neither cached nor downloadable (offline, a cluster node without internet)
+into one line: which weights, where they are cached, how to fetch them
+elsewhere, and the override that trains from scratch.
 """
 import hashlib
 import io
 import os.path as osp
-from typing import Any, List, Sequence
+import socket
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from urllib.error import URLError
 
 import numpy as np
 import torch
 
 __all__ = ['mmengine_safe_globals', 'allow_mmengine_checkpoints', 'history_buffer_getattr',
-           'PUBLISHED_KEYS', 'publish_checkpoint']
+           'PUBLISHED_KEYS', 'publish_checkpoint', 'PretrainedWeightsUnavailable', 'remote_weights',
+           'weights_url', 'weights_cache_dir', 'explain_unreachable_weights']
 
 # What a published checkpoint keeps: the weights, and mmengine's meta (config text,
 # dataset classes and palette, iteration, seed). Optimizer, scheduler and message-hub
@@ -109,3 +119,122 @@ def publish_checkpoint(in_file: str, out_file: str, keys: Sequence[str] = PUBLIS
     published = f'{out_file[:-len(".pth")]}-{hashlib.sha256(data).hexdigest()[:8]}.pth'
     atomic_write_bytes(published, data)
     return published
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """Weights a config names could not be downloaded; the message is one line."""
+
+
+def remote_weights(cfg: Any, key: str = 'model') -> List[Tuple[str, str]]:
+    """Every downloadable weights reference under ``cfg[key]``, as ``(config key, reference)``.
+
+    References are ``pretrained='open-mmlab://...'`` (mmseg's ResNetV1c configs) and
+    ``init_cfg=dict(type='Pretrained', checkpoint='torchvision://...')`` (VT-ResNet);
+    the key is the one to set to ``None`` to train from scratch, e.g.
+    ``('model.pretrained', 'open-mmlab://resnet50_v1c')`` or
+    ``('model.backbone.init_cfg', 'torchvision://resnet50')``.
+    """
+    found: List[Tuple[str, str]] = []
+
+    def is_remote(value: Any) -> bool:
+        return isinstance(value, str) and '://' in value
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, dict) or hasattr(node, 'items'):
+            if is_remote(node.get('pretrained')):
+                found.append((f'{path}.pretrained', node['pretrained']))
+            init_cfgs = node.get('init_cfg')
+            for init_cfg in init_cfgs if isinstance(init_cfgs, (list, tuple)) else [init_cfgs]:
+                if (hasattr(init_cfg, 'get') and init_cfg.get('type') == 'Pretrained'
+                        and is_remote(init_cfg.get('checkpoint'))):
+                    found.append((f'{path}.init_cfg', init_cfg['checkpoint']))
+            for name, value in node.items():
+                if name not in ('pretrained', 'init_cfg'):
+                    visit(value, f'{path}.{name}')
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                visit(value, f'{path}.{index}')
+
+    visit(cfg.get(key), key)
+    return found
+
+
+def weights_url(reference: str) -> Optional[str]:
+    """The download URL of ``open-mmlab://``/``torchvision://``/``mmcls://``/``http(s)://``
+    weights, as mmengine's checkpoint loaders resolve it (``None`` if unknown)."""
+    from mmengine.runner import checkpoint as mm_checkpoint
+    if reference.startswith(('http://', 'https://')):
+        return reference
+    scheme, _, name = reference.partition('://')
+    if scheme in ('open-mmlab', 'openmmlab'):
+        name = mm_checkpoint.get_deprecated_model_names().get(name, name)
+        url = mm_checkpoint.get_external_models().get(name)
+    elif scheme in ('torchvision', 'modelzoo'):
+        url = mm_checkpoint.get_torchvision_models().get(name)
+    elif scheme == 'mmcls':
+        url = mm_checkpoint.get_mmcls_models().get(name)
+    else:
+        url = None
+    return url if url and url.startswith(('http://', 'https://')) else None
+
+
+def weights_cache_dir() -> str:
+    """Where downloaded weights are kept: ``torch.hub.get_dir()/checkpoints``
+    (``~/.cache/torch/hub/checkpoints`` unless ``TORCH_HOME`` says otherwise)."""
+    return osp.join(torch.hub.get_dir(), 'checkpoints')
+
+
+# What a failed download raises: no route or name resolution (URLError wraps
+# socket.gaierror / ConnectionRefusedError), a reset or timed-out connection.
+_NETWORK_ERRORS = (URLError, ConnectionError, TimeoutError, socket.gaierror, socket.timeout)
+
+
+@contextmanager
+def explain_unreachable_weights(cfg: Any, checkpoint: Optional[str] = None) -> Iterator[None]:
+    """Turn a failed download of the weights ``cfg`` (or ``checkpoint``) names into one line.
+
+    Inside the block (building and running the runner), a network error raised
+    while a remote reference is not in :func:`weights_cache_dir` becomes
+    :class:`PretrainedWeightsUnavailable`, e.g.::
+
+        cannot download the pretrained weights open-mmlab://resnet50_v1c
+        (https://.../resnet50_v1c-2cccc1ad.pth: <urlopen error ...>) into
+        ~/.cache/torch/hub/checkpoints; on a machine with internet run python -c
+        "import torch.hub; torch.hub.load_state_dict_from_url('https://...')" and copy
+        ~/.cache/torch/hub/checkpoints/resnet50_v1c-2cccc1ad.pth to the same folder here,
+        or train from scratch with --cfg-options model.pretrained=None
+
+    Any other error, and a network error with every reference cached, passes unchanged.
+
+    Args:
+        cfg: The run config (after ``--cfg-options``).
+        checkpoint: A checkpoint URL given on the command line (``tools/test.py``).
+    """
+    try:
+        yield
+    except _NETWORK_ERRORS as err:
+        references = remote_weights(cfg)
+        if checkpoint and '://' in checkpoint:
+            references.append(('', checkpoint))
+        cache = weights_cache_dir()
+        missing = []
+        for key, reference in references:
+            url = weights_url(reference)
+            if url is None or not osp.isfile(osp.join(cache, osp.basename(url))):
+                missing.append((key, reference, url))
+        if not missing:
+            raise
+        key, reference, url = missing[0]
+        reason = ' '.join(str(getattr(err, 'reason', err)).split())[:120]
+        where = f'{url}: {reason}' if url else reason
+        file_name = osp.basename(url) if url else 'the file'
+        fetch = (f'on a machine with internet run python -c "import torch.hub; '
+                 f"torch.hub.load_state_dict_from_url('{url}')\" and copy "
+                 f'~/.cache/torch/hub/checkpoints/{file_name} into that folder here' if url else
+                 'download it on a machine with internet and pass a local path')
+        scratch = (f', or train from scratch with --cfg-options {key}=None' if key else '')
+        more = f' ({len(missing) - 1} more weights missing too)' if len(missing) > 1 else ''
+        what = 'pretrained weights' if key else 'checkpoint'
+        raise PretrainedWeightsUnavailable(
+            f'cannot download the {what} {reference} ({where}) into {cache}{more}; '
+            f'{fetch}{scratch}') from err
