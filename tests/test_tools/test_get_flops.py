@@ -31,3 +31,16 @@ def test_exact_counts_are_the_metafile_numbers():
     out = run_tool(['tools/get_flops.py', model['Config'], '--shape', '96', '--exact']).stdout
     meta = model['Metadata']
     assert f'{model["Name"]} @96x96: Parameters: {meta["Parameters"]}, FLOPs: {meta["FLOPs"]}' in out
+
+
+def test_paper_tables_are_the_readme_tables(repo_root):
+    """README's "Results" tables (VT-ResNet vs ResNet, VT-FPN vs FPN neck) are what
+    ``get_flops.py --paper`` prints now, line for line: a change in the counts fails here."""
+    import os.path as osp
+    out = run_tool(['tools/get_flops.py', '--paper']).stdout
+    tables = [block.strip().split('\n', 1)[1] for block in out.strip().split('\n\n')]
+    assert len(tables) == 2 and all(table.startswith('| model |') for table in tables)
+    with open(osp.join(repo_root, 'README.md'), encoding='utf-8') as f:
+        readme = f.read()
+    for table in tables:
+        assert table in readme, f'README.md differs from get_flops.py --paper; its table is now:\n{table}'
