@@ -60,7 +60,7 @@ from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from vtseg.apis.io import file_kind, open_regular_file
+from vtseg.apis.io import file_kind, make_dirs, open_regular_file, remove_created_dirs
 from vtseg.utils.errors import one_line
 
 NUM_CLASSES = 20
@@ -353,16 +353,6 @@ def _critical_section() -> Iterator[None]:
         _Signals.in_critical_section = False
 
 
-def _missing_dirs(path: str) -> List[str]:
-    """``path`` and its parents that do not exist yet, outermost first."""
-    missing = []
-    path = osp.abspath(path)
-    while not osp.exists(path) and osp.dirname(path) != path:
-        missing.append(path)
-        path = osp.dirname(path)
-    return missing[::-1]
-
-
 def remove_stale_staging(out_dir: str) -> int:
     """Remove the staging folders in ``out_dir`` that no running converter holds.
 
@@ -401,13 +391,13 @@ def _locked_staging(out_dir: str) -> Tuple[str, int]:
 def _write(images: Source, masks: Source, lip_root: str, out_dir: str) -> Dict[str, int]:
     pairs = {split: pair_split(split, images, masks, lip_root) for split in SPLITS}
 
-    created = _missing_dirs(out_dir)
+    created: List[str] = []
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        created = make_dirs(out_dir)
         stale = remove_stale_staging(out_dir)
         staging, staging_fd = _locked_staging(out_dir)
     except OSError as e:
-        _remove_empty(created)
+        remove_created_dirs(created)
         raise LIPError(f'cannot write to {out_dir} ({e.strerror}); choose another -o') from None
     if stale:
         print(f'removed {stale} staging folder(s) that killed runs left in {out_dir}')
@@ -450,17 +440,8 @@ def _write(images: Source, masks: Source, lip_root: str, out_dir: str) -> Dict[s
         shutil.rmtree(staging, ignore_errors=True)
         os.close(staging_fd)
         if not done:
-            _remove_empty(created)
+            remove_created_dirs(created)  # a failed run leaves no output folder it made
     return {split: len(p) for split, p in pairs.items()}
-
-
-def _remove_empty(folders: List[str]) -> None:
-    """Remove ``folders`` (innermost first) where they are empty: what a failed run created."""
-    for folder in reversed(folders):
-        try:
-            os.rmdir(folder)
-        except OSError:
-            pass
 
 
 def parse_args() -> argparse.Namespace:

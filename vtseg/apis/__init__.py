@@ -12,12 +12,13 @@ Example:
     >>> print(summary)  # done 12, skipped 0, failed 1 of 13 images in ...
 """
 from .folder import (FolderRunner, FolderSummary, ImageTask, find_images, infer_folder, output_names,
-                     prepare_output_dir, remove_created_dirs)
+                     prepare_output_dir)
 from .inference import (CheckpointMismatchError, InferenceSetupError, SegInferencer,
                         check_checkpoint_fits, check_config_checkpoint, check_model_files,
                         checkpoint_mismatch, read_checkpoint, resolve_device)
 from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg,
-                 encode_label_png, file_kind, is_image_file, load_image, open_regular_file)
+                 encode_label_png, file_kind, is_image_file, load_image, make_dirs,
+                 open_regular_file, remove_created_dirs)
 from .slide import predict_sliding, predict_whole, resize_argmax_into, window_grid
 from .visualize import draw_overlay, vis_scale
 
@@ -27,6 +28,6 @@ __all__ = [
     'resolve_device', 'FolderRunner', 'FolderSummary', 'ImageTask', 'find_images', 'output_names',
     'prepare_output_dir', 'remove_created_dirs', 'infer_folder', 'IMAGE_EXTENSIONS',
     'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file', 'load_image',
-    'atomic_write_bytes', 'encode_label_png', 'encode_jpeg', 'draw_overlay', 'vis_scale',
+    'make_dirs', 'atomic_write_bytes', 'encode_label_png', 'encode_jpeg', 'draw_overlay', 'vis_scale',
     'window_grid', 'predict_whole', 'predict_sliding', 'resize_argmax_into'
 ]

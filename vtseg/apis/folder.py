@@ -43,12 +43,12 @@ from tqdm import tqdm
 
 from .inference import InferenceSetupError, SegInferencer
 from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg,
-                 encode_label_png, is_image_file, load_image)
+                 encode_label_png, is_image_file, load_image, make_dirs, remove_created_dirs)
 from .visualize import draw_overlay
 
 __all__ = [
     'ImageTask', 'FolderSummary', 'output_names', 'find_images', 'prepare_output_dir',
-    'remove_created_dirs', 'FolderRunner', 'infer_folder'
+    'FolderRunner', 'infer_folder'
 ]
 
 PRED_DIR = 'pred'
@@ -222,17 +222,6 @@ def find_images(input_path: str, out_dir: str,
     ]
 
 
-def _missing_dirs(path: str) -> Tuple[List[str], str]:
-    """The folders from ``path`` up that do not exist yet (outermost first), and the
-    innermost path that exists."""
-    missing = []
-    path = osp.abspath(path)
-    while not osp.exists(path) and osp.dirname(path) != path:
-        missing.append(path)
-        path = osp.dirname(path)
-    return missing[::-1], path
-
-
 def prepare_output_dir(out_dir: str) -> List[str]:
     """Create ``out_dir/pred`` and ``out_dir/vis`` and write (and remove) a probe file in each.
 
@@ -247,42 +236,35 @@ def prepare_output_dir(out_dir: str) -> List[str]:
 
     Raises:
         InferenceSetupError: ``out_dir`` (or ``pred``/``vis`` in it) is a file, lies under a
-            file, or cannot be written; the message is one line.
+            file, or cannot be written; the message is one line. Folders made so far are
+            removed again.
     """
     created: List[str] = []
     for sub in (PRED_DIR, VIS_DIR):
         folder = osp.join(out_dir, sub)
-        missing, existing = _missing_dirs(folder)
-        problem = None
-        if not osp.isdir(existing):
-            if existing == osp.abspath(out_dir):
-                problem = 'is a file, not a folder'
-            elif existing == osp.abspath(folder):
-                problem = f'holds a file {sub} where its {sub}/ folder goes'
-            else:
-                problem = f'lies under the file {existing}'
-        else:
-            try:
-                os.makedirs(folder, exist_ok=True)
-                created += missing
-                with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-probe-'):
-                    pass
-            except OSError as err:
-                created += [d for d in missing if osp.isdir(d)]
-                problem = f'cannot be written ({err.strerror or type(err).__name__}: {err.filename})'
-        if problem:
+        try:
+            created += make_dirs(folder)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-probe-'):
+                pass
+        except OSError as err:
             remove_created_dirs(created)
-            raise InferenceSetupError(f'output folder {out_dir} {problem}; pass another --out-dir')
+            raise InferenceSetupError(f'output folder {out_dir} {_output_problem(out_dir, sub, err)}; '
+                                      'pass another --out-dir') from err
     return created
 
 
-def remove_created_dirs(created: Sequence[str]) -> None:
-    """Remove the folders :func:`prepare_output_dir` created, innermost first, if still empty."""
-    for folder in reversed(list(created)):
-        try:
-            os.rmdir(folder)
-        except OSError:
-            pass
+def _output_problem(out_dir: str, sub: str, err: OSError) -> str:
+    """What keeps ``out_dir/sub`` from being a writable folder, in words."""
+    if osp.lexists(out_dir) and not osp.isdir(out_dir):
+        return 'is a file, not a folder'
+    if osp.lexists(osp.join(out_dir, sub)) and not osp.isdir(osp.join(out_dir, sub)):
+        return f'holds a file {sub} where its {sub}/ folder goes'
+    parent = osp.dirname(osp.abspath(out_dir))
+    while parent != osp.dirname(parent) and not osp.isdir(parent):
+        if osp.lexists(parent):
+            return f'lies under the file {parent}'
+        parent = osp.dirname(parent)
+    return f'cannot be written ({err.strerror or type(err).__name__}: {err.filename})'
 
 
 class FolderRunner:

@@ -14,7 +14,7 @@ import os
 import os.path as osp
 import secrets
 import stat
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, List, Sequence
 
 import cv2
 import numpy as np
@@ -22,7 +22,8 @@ from PIL import Image, ImageOps
 
 __all__ = [
     'IMAGE_EXTENSIONS', 'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file',
-    'load_image', 'atomic_write_bytes', 'encode_label_png', 'encode_jpeg'
+    'load_image', 'make_dirs', 'remove_created_dirs', 'atomic_write_bytes', 'encode_label_png',
+    'encode_jpeg'
 ]
 
 # Files are picked by extension (case-insensitive); everything else in a folder is ignored.
@@ -122,6 +123,38 @@ def load_image(path: str) -> np.ndarray:
     except Exception as err:  # any decoder failure is this file's problem, not the run's
         reason = ' '.join(str(err).split()) or type(err).__name__
         raise ImageDecodeError(f'cannot decode image ({type(err).__name__}: {reason[:300]})') from err
+
+
+def make_dirs(path: str) -> List[str]:
+    """``os.makedirs(path, exist_ok=True)`` that says what it created, so that a run that
+    fails later can leave no empty folder behind (:func:`remove_created_dirs`).
+
+    Returns:
+        The folders created, outermost first (empty when ``path`` existed).
+
+    Raises:
+        OSError: As ``os.makedirs``; folders this call created before the error are removed.
+    """
+    missing = []
+    probe = osp.abspath(path)
+    while not osp.exists(probe) and osp.dirname(probe) != probe:
+        missing.append(probe)
+        probe = osp.dirname(probe)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        remove_created_dirs([d for d in missing[::-1] if osp.isdir(d)])
+        raise
+    return missing[::-1]
+
+
+def remove_created_dirs(created: Sequence[str]) -> None:
+    """Remove folders that :func:`make_dirs` created, innermost first, where they are empty."""
+    for folder in reversed(list(created)):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -259,14 +259,16 @@ def supports_streaming(model: torch.nn.Module, metas: Sequence[dict]) -> bool:
     """Whether :func:`predict_whole` / :func:`predict_sliding` reproduce ``model.predict``:
     an mmseg encoder-decoder, images without test-time flips."""
     return (callable(getattr(model, 'encode_decode', None)) and hasattr(model, 'decode_head')
+            and hasattr(model, 'align_corners') and hasattr(model, 'out_channels')
             and hasattr(model, 'data_preprocessor') and not any(m.get('flip') for m in metas))
 
 
 def _assembler(model: torch.nn.Module, meta: dict, input_hw: Tuple[int, int],
                device: torch.device) -> LabelMapAssembler:
-    head = model.decode_head
-    return LabelMapAssembler(meta, input_hw, int(model.out_channels),
-                             bool(getattr(model, 'align_corners', head.align_corners)),
+    # EncoderDecoder copies align_corners from its head (CascadeEncoderDecoder: the last one)
+    head = model.decode_head[-1] if isinstance(model.decode_head, torch.nn.ModuleList) else \
+        model.decode_head
+    return LabelMapAssembler(meta, input_hw, int(model.out_channels), bool(model.align_corners),
                              getattr(head, 'threshold', None), device)
 
 
