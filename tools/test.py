@@ -27,6 +27,8 @@ import os
 # Read once, when torch loads OpenMP: set before anything imports torch (README "Train and test").
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
+import vtseg  # noqa: F401,E402  (first: hides known dependency warnings; registers vtseg's modules)
+
 import argparse  # noqa: E402
 import os.path as osp  # noqa: E402
 import sys  # noqa: E402
@@ -34,7 +36,6 @@ import sys  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-import vtseg  # noqa: F401,E402  (registers vtseg's modules, allows safe checkpoint loading)
 from vtseg.apis import InferenceSetupError, check_config_checkpoint  # noqa: E402
 from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options  # noqa: E402
 from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402

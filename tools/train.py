@@ -29,6 +29,8 @@ import os
 # Read once, when torch loads OpenMP: set before anything imports torch (README "Train and test").
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
+import vtseg  # noqa: F401,E402  (first: hides known dependency warnings; registers vtseg's modules)
+
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import os.path as osp  # noqa: E402
@@ -41,7 +43,6 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmseg.registry import RUNNERS  # noqa: E402
 
-import vtseg  # noqa: F401,E402  (registers vtseg's modules, allows safe checkpoint loading)
 from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options  # noqa: E402
 from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
 from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, finish_distributed_process, launcher_rank,  # noqa: E402

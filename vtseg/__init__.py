@@ -7,7 +7,13 @@ installed, importing vtseg also registers the mmseg adapters (``VTResNet``,
 """
 from importlib.util import find_spec
 
+from .utils.dependency_warnings import hide_known_dependency_warnings
+
 __version__ = '0.1.0'
+
+# Before any OpenMMLab import: their known, harmless notices (by message and category) stay
+# hidden unless Python is run with -W / PYTHONWARNINGS (see vtseg.utils.dependency_warnings).
+hide_known_dependency_warnings()
 
 if find_spec('mmseg') is not None:
     from . import mm  # noqa: F401  (registers the modules into mmseg's MODELS)
