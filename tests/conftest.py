@@ -33,3 +33,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_sessionstart(session) -> None:
+    """Hide the dependencies' known harmless warnings for the whole session, as ``import vtseg``
+    does in a tool: pytest restores the warning filters after loading conftests, collecting and
+    each test, so the filters ``import vtseg`` installs there would not last."""
+    from vtseg.utils.dependency_warnings import hide_known_dependency_warnings
+    hide_known_dependency_warnings()
