@@ -403,29 +403,29 @@ def environment_report(wheel_dir: str) -> Tuple[List[str], bool]:
     venv = sys.prefix != getattr(sys, 'base_prefix', sys.prefix)
     conda = osp.isdir(osp.join(sys.prefix, 'conda-meta'))
     kind = 'conda env' if conda else 'venv/virtualenv' if venv else 'base interpreter'
-    lines = [f'python      {sys.version.split()[0]} at {sys.executable} ({kind}; prefix {sys.prefix})',
-             f'platform    {sysconfig.get_platform()}, {os.cpu_count()} CPUs']
+    lines = [f'python          {sys.version.split()[0]} at {sys.executable} ({kind}; prefix {sys.prefix})',
+             f'platform        {sysconfig.get_platform()}, {os.cpu_count()} CPUs']
     for name in ('torch', 'torchvision', 'numpy', 'opencv-python', 'setuptools', 'mmengine', 'mmcv',
                  'mmsegmentation', 'mmpretrain', 'mmdet', 'vtseg'):
-        lines.append(f'{name:<11} {versions.get(name, "not installed")}')
+        lines.append(f'{name:<15} {versions.get(name, "not installed")}')
     try:
         import torch
-        lines.append(f'cuda        torch built with {torch.version.cuda or "no CUDA"}; '
+        lines.append(f'cuda            torch built with {torch.version.cuda or "no CUDA"}; '
                      f'GPU visible: {torch.cuda.is_available()}')
         flavour = 'cuda' if torch.cuda.is_available() and shutil.which('nvcc') else 'cpu'
         target = current_target(flavour)
     except ImportError:
         target = None
     ops_problem = mmcv_ops_problem('cpu') if 'mmcv' in versions else 'mmcv is not installed'
-    lines.append('mmcv.ops    ' + ('ok (nms runs)' if ops_problem is None else f'NOT WORKING: {ops_problem}'))
+    lines.append('mmcv.ops        ' + ('ok (nms runs)' if ops_problem is None else f'NOT WORKING: {ops_problem}'))
     if target is not None:
         folder = osp.join(wheel_dir, target.key)
         wheels = sorted(glob.glob(osp.join(folder, 'mmcv-*.whl')))
         state = (f'{osp.basename(wheels[0])}: ' + (wheel_problem(wheels[0], target) or 'verified')) \
             if wheels else 'no wheel'
-        lines.append(f'wheel cache {folder}: {state}')
+        lines.append(f'wheel cache     {folder}: {state}')
     compiler = shutil.which(os.environ.get('CXX', 'g++')) or shutil.which('c++')
-    lines.append(f'compiler    {compiler or "none found"}')
+    lines.append(f'compiler        {compiler or "none found"}')
     return lines, ops_problem is None
 
 

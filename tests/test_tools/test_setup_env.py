@@ -254,8 +254,8 @@ def test_setup_check_reports_and_installs_nothing(tmp_path):
                           text=True, env={**os.environ, 'PYTHON': sys.executable,
                                           'VTSEG_WHEEL_DIR': str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
-    assert 'mmcv.ops    ok (nms runs)' in proc.stdout and 'torch ' in proc.stdout
-    assert f'wheel cache {tmp_path}' in proc.stdout
+    assert 'mmcv.ops        ok (nms runs)' in proc.stdout and 'torch ' in proc.stdout
+    assert f'wheel cache     {tmp_path}' in proc.stdout
     assert setup_env.installed_versions() == before
 
 
@@ -263,3 +263,11 @@ def test_setup_rejects_an_unknown_argument():
     proc = subprocess.run(['bash', osp.join(REPO, 'tools', 'setup.sh'), '--bogus'], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("vtseg setup: error: unknown argument '--bogus'")
+
+
+def test_check_in_an_env_without_the_stack_says_so(tmp_path):
+    python = make_venv(tmp_path / 'bare')
+    proc = subprocess.run([python, osp.join(REPO, 'tools', 'setup_env.py'), 'check'], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert 'mmcv.ops        NOT WORKING: mmcv is not installed' in proc.stdout
+    assert 'torch           not installed' in proc.stdout
