@@ -272,8 +272,10 @@ def build_wheel(target: BuildTarget, work_dir: str, jobs: int) -> str:
     if problem:
         raise SetupError(problem)
     pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check']
-    download = subprocess.run([*pip, 'download', '--no-deps', '--no-binary', ':all:', f'mmcv=={target.mmcv}',
-                               '-d', work_dir], capture_output=True, text=True)
+    # --no-build-isolation: recent pips prepare a source release's metadata in an isolated env
+    # with the newest setuptools, which lacks the pkg_resources that mmcv's setup.py imports.
+    download = subprocess.run([*pip, 'download', '--no-deps', '--no-build-isolation', '--no-binary', ':all:',
+                               f'mmcv=={target.mmcv}', '-d', work_dir], capture_output=True, text=True)
     if download.returncode != 0:
         raise SetupError(f'could not download the mmcv {target.mmcv} source release: '
                          f'{download.stderr.strip().splitlines()[-1:]} (is the package index reachable?)')
