@@ -8,10 +8,9 @@ import warnings
 from itertools import count
 
 import pytest
-
-from vtseg.utils.dependency_warnings import (KNOWN_HARMLESS_WARNINGS,
-                                             hide_known_dependency_warnings)
 from vtseg_testing import REPO
+
+from vtseg.utils.dependency_warnings import KNOWN_HARMLESS_WARNINGS, hide_known_dependency_warnings
 
 _names = count()  # mmengine's instances are unique by name
 
