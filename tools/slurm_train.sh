@@ -11,24 +11,6 @@ if [ $# -lt 3 ]; then
     echo "slurm_train.sh: error: usage: bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [train.py arguments...]" >&2
     exit 2
 fi
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
-GPUS=${GPUS:-4}
-GPUS_PER_NODE=${GPUS_PER_NODE:-4}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-""}
-TOOLS="$(cd "$(dirname "$0")" && pwd)"
-
-# SRUN_ARGS is split into words on purpose: it holds several srun options.
-# shellcheck disable=SC2086
-PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
-srun -p "$PARTITION" \
-    --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" \
-    --ntasks="$GPUS" \
-    --ntasks-per-node="$GPUS_PER_NODE" \
-    --cpus-per-task="$CPUS_PER_TASK" \
-    --kill-on-bad-exit=1 \
-    $SRUN_ARGS \
-    python -u "$TOOLS/train.py" "$CONFIG" --launcher=slurm "${@:4}"
+# shellcheck source=tools/slurm_srun.sh
+source "$(dirname "$0")/slurm_srun.sh"
+slurm_srun "$1" "$2" train.py "$3" --launcher=slurm "${@:4}"
