@@ -18,6 +18,8 @@ from typing import Tuple
 import cv2
 import numpy as np
 
+from vtseg.utils.files import atomic_write_bytes
+
 __all__ = ['VTSHAPES_CLASSES', 'VTSHAPES_PALETTE', 'render_scene', 'make_vtshapes']
 
 VTSHAPES_CLASSES = ('background', 'disc', 'box', 'triangle', 'ring')
@@ -84,13 +86,6 @@ def render_scene(
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
-def _write_json_atomically(path: str, data: dict) -> None:
-    tmp = f'{path}.{os.getpid()}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
 def make_vtshapes(
         root: str,
         num_train: int = 1000,
@@ -126,7 +121,7 @@ def make_vtshapes(
                                  f'{foreign[0]}{ext}; made by an older vtseg or with other --num-train/--num-val): '
                                  f'delete {root} or choose another folder')
     os.makedirs(root, exist_ok=True)
-    _write_json_atomically(manifest, settings)
+    atomic_write_bytes(manifest, json.dumps(settings).encode())
     for split, start, count in splits:
         img_dir = osp.join(root, 'img_dir', split)
         ann_dir = osp.join(root, 'ann_dir', split)
@@ -138,12 +133,12 @@ def make_vtshapes(
             if osp.exists(img_path) and osp.exists(ann_path):
                 continue
             img, label = render_scene(i, size, seed)
-            # Write to a temporary name first: an interrupted run leaves no half file, and
-            # processes making the same data set at once do not write into each other's file.
+            # Atomic writes: an interrupted run leaves no half file, and processes making the
+            # same data set at once do not write into each other's file.
             for path, data, params in ((img_path, img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95]),
                                        (ann_path, label, [])):
-                tmp = f'{path}.{os.getpid()}.tmp{osp.splitext(path)[1]}'
-                if not cv2.imwrite(tmp, data, params):
-                    raise OSError(f'could not write {tmp}')
-                os.replace(tmp, path)
+                ok, encoded = cv2.imencode(osp.splitext(path)[1], data, params)
+                if not ok:
+                    raise OSError(f'could not encode {path}')
+                atomic_write_bytes(path, encoded.tobytes())
     return root

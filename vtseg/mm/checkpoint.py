@@ -36,6 +36,8 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
+from vtseg.utils.files import atomic_write_bytes
+
 __all__ = ['mmengine_safe_globals', 'allow_mmengine_checkpoints', 'history_buffer_getattr',
            'PUBLISHED_KEYS', 'publish_checkpoint', 'PretrainedWeightsUnavailable', 'remote_weights',
            'weights_url', 'weights_cache_dir', 'explain_unreachable_weights']
@@ -49,6 +51,7 @@ PUBLISHED_KEYS = ('meta', 'state_dict')
 def history_buffer_getattr(obj: Any, name: str) -> Any:
     """``getattr`` limited to ``HistoryBuffer``'s registered statistics methods."""
     from mmengine.logging import HistoryBuffer
+
     # The four built-in methods are registered lazily (in __init__), custom ones eagerly.
     if obj is HistoryBuffer and name in {'min', 'max', 'current', 'mean',
                                          *HistoryBuffer._statistics_methods}:
@@ -101,7 +104,6 @@ def publish_checkpoint(in_file: str, out_file: str, keys: Sequence[str] = PUBLIS
         ValueError: ``out_file`` does not end in ``.pth``, or ``in_file`` is not a
             checkpoint with a ``state_dict`` (the message is one line).
     """
-    from vtseg.apis.io import atomic_write_bytes  # lazy: vtseg.apis loads mmseg.apis and imports vtseg.mm
     if not out_file.endswith('.pth'):
         raise ValueError(f'the published file name must end in .pth, got {out_file}')
     if not osp.isfile(in_file):
