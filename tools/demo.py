@@ -63,11 +63,9 @@ def run_stage(name: str, args: List[str], log_path: str, shown: re.Pattern = SHO
     """Run ``python ARGS``, show its key lines, log all of it; exit if it fails."""
     print(f'\n== {name}: python {" ".join(args)}', flush=True)
     tail: List[str] = []
-    # Idle OpenMP workers sleep instead of spinning (unless the user chose a policy): spinning
-    # workers made training 10-25x slower whenever another process ran on the machine.
-    env = {'OMP_WAIT_POLICY': 'PASSIVE', **os.environ}
+    # train.py, test.py and infer.py set OMP_WAIT_POLICY=PASSIVE themselves (unless set).
     with open(log_path, 'w') as log, subprocess.Popen(
-            [sys.executable, *args], stdout=subprocess.PIPE, env=env,
+            [sys.executable, *args], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         for line in proc.stdout:
             log.write(line)
