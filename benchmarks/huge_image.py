@@ -42,16 +42,12 @@ from typing import Dict, List
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'lip', 'vt-fpn_r50_8xb12-50k_lip-473x473.py')
 SCENARIOS = ('config', 'mmseg-config', 'full-res')
-# Random weights, nothing downloaded.
-NO_PRETRAINED = {'model.pretrained': None, 'model.backbone.init_cfg': None}
 
 
 def load_config(scenario: str):
-    """The LIP VT-FPN R-50 config for ``scenario`` (no pretrained weights)."""
-    from mmengine.config import Config
-    from vtseg.mm.cli import merge_cfg_options
-    cfg = Config.fromfile(CONFIG)
-    merge_cfg_options(cfg, NO_PRETRAINED)
+    """The LIP VT-FPN R-50 config for ``scenario``."""
+    from vtseg.apis import load_config as load
+    cfg = load(CONFIG)
     if scenario == 'full-res':
         pipeline = cfg.test_dataloader.dataset.pipeline
         cfg.test_dataloader.dataset.pipeline = [t for t in pipeline if t['type'] != 'Resize']
@@ -63,12 +59,12 @@ def make_inputs(folder: str, size: int) -> Dict[str, str]:
     import cv2
     import numpy as np
     import torch
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
+
+    from vtseg.apis import build_model
     torch.manual_seed(0)
     checkpoint = osp.join(folder, 'vt-fpn_r50_lip_random.pth')
-    torch.save({'state_dict': MODELS.build(load_config('config').model).state_dict()}, checkpoint)
+    # random weights: build_model downloads nothing without a checkpoint
+    torch.save({'state_dict': build_model(load_config('config')).state_dict()}, checkpoint)
     rng = np.random.default_rng(0)
     fields = rng.integers(0, 256, (size // 200 + 2, size // 200 + 2, 3), dtype=np.uint8)
     image = cv2.resize(fields, (size, size), interpolation=cv2.INTER_CUBIC)

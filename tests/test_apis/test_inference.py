@@ -4,8 +4,7 @@ import pytest
 import torch
 from inference_helpers import DATASET_META, FPN_CONFIG, VTFPN_CONFIG, save_test_checkpoint
 
-from vtseg.apis import (CheckpointMismatchError, InferenceSetupError, SegInferencer,
-                        checkpoint_mismatch)
+from vtseg.apis import CheckpointMismatchError, InferenceSetupError, SegInferencer, checkpoint_mismatch
 from vtseg.datasets import VTSHAPES_CLASSES
 
 RNG = np.random.default_rng(1)
@@ -162,7 +161,13 @@ def test_unknown_device_is_a_setup_error(vtfpn_checkpoint):
         SegInferencer(VTFPN_CONFIG, vtfpn_checkpoint, device='gpu0')
 
 
-def test_mmseg_call_interface_still_works(inferencer):
+def test_mmseg_own_inferencer_agrees(inferencer, vtfpn_checkpoint):
+    """SegInferencer no longer is an MMSegInferencer (it uses public mmengine parts only);
+    mmseg's own inferencer still runs vtseg's config and checkpoint, with the same result."""
+    from mmseg.apis import MMSegInferencer
     image = _image(16, 16)
-    result = inferencer(image)  # MMSegInferencer.__call__
+    mmseg_inferencer = MMSegInferencer(VTFPN_CONFIG, vtfpn_checkpoint, device='cpu')
+    result = mmseg_inferencer(image)
     np.testing.assert_array_equal(result['predictions'], inferencer.predict([image])[0])
+    assert inferencer.forward(inferencer.collate_fn([inferencer.pipeline(image)]))[0] \
+        .pred_sem_seg.data.shape == (1, 16, 16)

@@ -1,7 +1,8 @@
 """Inference for callers: load a segmentor, predict class-id maps, run over image folders.
 
-A thin layer over mmseg's :class:`~mmseg.apis.MMSegInferencer` (see
-:mod:`.inference`); ``tools/infer.py`` is its command line. Importing this
+:func:`build_model` (:mod:`.model`) builds any config's model, with or without a
+checkpoint, for every tool; :class:`SegInferencer` (:mod:`.inference`) predicts with a
+segmentor; ``tools/infer.py`` is their command line over folders. Importing this
 package loads mmseg but builds nothing and changes no global settings.
 
 Example:
@@ -11,20 +12,20 @@ Example:
     >>> summary = infer_folder(inferencer, 'photos/', 'out/')  # out/pred/*.jpg.png, out/vis/*.jpg.jpg
     >>> print(summary)  # done 12, skipped 0, failed 1 of 13 images in ...
 """
-from .folder import (FolderRunner, FolderSummary, ImageTask, find_images, infer_folder, output_names,
-                     prepare_output_dir)
-from .inference import (CheckpointMismatchError, InferenceSetupError, SegInferencer,
-                        check_checkpoint_fits, check_config_checkpoint, check_model_files,
-                        checkpoint_mismatch, read_checkpoint, resolve_device)
-from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg,
-                 encode_label_png, file_kind, is_image_file, load_image, make_dirs,
-                 open_regular_file, remove_created_dirs)
+from .folder import FolderRunner, FolderSummary, ImageTask, find_images, infer_folder, output_names, prepare_output_dir
+from .inference import SegInferencer
+from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg, encode_label_png, file_kind,
+                 is_image_file, load_image, make_dirs, open_regular_file, remove_created_dirs)
+from .model import (CheckpointMismatchError, InferenceSetupError, build_model, check_checkpoint_fits,
+                    check_config_checkpoint, check_model_files, checkpoint_mismatch, checkpoint_state_dict,
+                    inference_pipeline, load_config, load_weights, read_checkpoint, resolve_device)
 from .slide import predict_sliding, predict_whole, resize_argmax_into, window_grid
 from .visualize import draw_overlay, vis_scale
 
 __all__ = [
-    'SegInferencer', 'InferenceSetupError', 'CheckpointMismatchError', 'check_model_files',
-    'checkpoint_mismatch', 'check_checkpoint_fits', 'check_config_checkpoint', 'read_checkpoint',
+    'SegInferencer', 'InferenceSetupError', 'CheckpointMismatchError', 'build_model', 'load_config',
+    'load_weights', 'inference_pipeline', 'check_model_files', 'checkpoint_mismatch',
+    'checkpoint_state_dict', 'check_checkpoint_fits', 'check_config_checkpoint', 'read_checkpoint',
     'resolve_device', 'FolderRunner', 'FolderSummary', 'ImageTask', 'find_images', 'output_names',
     'prepare_output_dir', 'remove_created_dirs', 'infer_folder', 'IMAGE_EXTENSIONS',
     'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file', 'load_image',

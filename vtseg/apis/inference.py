@@ -1,13 +1,15 @@
 """Load a segmentor from (config, checkpoint, device) and predict class-id maps.
 
-:class:`SegInferencer` is mmseg's :class:`~mmseg.apis.MMSegInferencer` with
-what a command-line tool on real folders needs on top:
+:class:`SegInferencer` does what mmseg's :class:`~mmseg.apis.MMSegInferencer` does for a
+command-line tool on real folders, built from public mmengine and mmseg parts:
 
-- bad setup is an :class:`InferenceSetupError` with a one-line message: a
-  missing or unreadable config or checkpoint, an unknown or absent device, and a
-  checkpoint of another model (:class:`CheckpointMismatchError`, found by
-  comparing every weight name and shape with the model the config builds,
-  where mmengine would load it partially with a logged warning);
+- the model comes from :func:`~vtseg.apis.model.build_model`: bad setup is an
+  :class:`InferenceSetupError` with a one-line message (a missing or unreadable config or
+  checkpoint, an unknown or absent device), and a checkpoint of another model is a
+  :class:`CheckpointMismatchError` (every weight name and shape is compared with the
+  model the config builds, where mmengine would load it partially with a logged warning);
+- images go through the config's test pipeline (:func:`~vtseg.apis.model.inference_pipeline`,
+  as mmseg's inferencer builds it) and the model's ``test_step``;
 - classes and palette come from the checkpoint's ``dataset_meta``, else from the
   config's test data set, else generic names (never Cityscapes' by default);
 - :meth:`SegInferencer.predict` takes decoded images of any sizes, batches
@@ -19,211 +21,29 @@ what a command-line tool on real folders needs on top:
   image and resized to the original size a few rows at a time, so a 24-megapixel
   photo never needs a full-size tensor of class scores.
 
-The inherited ``__call__`` still works as in mmseg.
+mmseg's own ``MMSegInferencer`` (drawing, ``out_dir``) works on vtseg's configs and
+checkpoints too, once ``import vtseg`` has registered vtseg's modules.
 """
 import copy
-import os.path as osp
-import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn as nn
 from mmengine.config import Config, ConfigDict
-from mmengine.registry import MODELS, DefaultScope
-from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
-
-from mmseg.apis import MMSegInferencer
+from mmengine.dataset import pseudo_collate
 from mmseg.registry import DATASETS
 
-import vtseg  # noqa: F401  (registers vtseg's modules; mmengine checkpoints load with weights_only)
-from vtseg.mm.cli import merge_cfg_options
-from vtseg.utils.errors import checkpoint_error_reason, one_line
+from .model import (CheckpointMismatchError, InferenceSetupError, build_model, check_model_files, inference_pipeline,
+                    load_config, resolve_device)
 from .slide import predict_sliding, predict_whole, supports_streaming
 
-__all__ = [
-    'InferenceSetupError', 'CheckpointMismatchError', 'check_model_files', 'resolve_device',
-    'read_checkpoint', 'checkpoint_mismatch', 'check_checkpoint_fits', 'check_config_checkpoint',
-    'SegInferencer'
-]
+__all__ = ['InferenceSetupError', 'CheckpointMismatchError', 'SegInferencer']
 
 # Slide when an image side exceeds this many crop sides (and the config has a crop size).
 DEFAULT_SLIDE_RATIO = 2.0
 _MAX_PNG_CLASSES = 256
-
-
-class InferenceSetupError(RuntimeError):
-    """Inference cannot start (bad config, checkpoint, device or input); the message is one line."""
-
-
-class CheckpointMismatchError(InferenceSetupError):
-    """The checkpoint's weights do not fit the model that the config builds."""
-
-
-def _is_url(path: str) -> bool:
-    return bool(re.match(r'^[a-z][a-z0-9+.-]*://', path))
-
-
-def check_model_files(config: Union[str, Path, Config], checkpoint: str) -> None:
-    """Fail early, in one line, when the config or checkpoint file does not exist.
-
-    Args:
-        config: Config file (a :class:`~mmengine.config.Config` passes unchecked).
-        checkpoint: Checkpoint file or URL (URLs pass unchecked).
-
-    Raises:
-        InferenceSetupError: A file is missing.
-    """
-    if isinstance(config, (str, Path)) and not osp.isfile(config):
-        raise InferenceSetupError(f'config {config} not found: pass the config file the model '
-                                  'was trained with')
-    if not _is_url(str(checkpoint)) and not osp.isfile(checkpoint):
-        raise InferenceSetupError(f'checkpoint {checkpoint} not found: pass a .pth file saved by '
-                                  'training (e.g. work_dirs/<config>/iter_1500.pth)')
-
-
-def resolve_device(device: Optional[str]) -> str:
-    """The device to run on: ``device`` checked, or CUDA when available, else CPU.
-
-    Args:
-        device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``, ``'mps'`` (where torch has it) or None
-            (choose).
-
-    Raises:
-        InferenceSetupError: Unknown or unsupported device string (``'meta'``, ``'tpu'``),
-            or a device asked for that this machine does not have.
-    """
-    if device is None:
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    usable = 'use cpu or cuda[:N]'
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise InferenceSetupError(f'unknown device {device!r} ({one_line(err, 120)}): {usable}') from err
-    if parsed.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise InferenceSetupError(f'device {device!r} asked for, but torch sees no CUDA GPU: '
-                                      'use --device cpu')
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise InferenceSetupError(f'device {device!r} asked for, but there are only '
-                                      f'{torch.cuda.device_count()} CUDA GPUs')
-    elif parsed.type == 'mps':
-        if not torch.backends.mps.is_available():
-            raise InferenceSetupError(f'device {device!r} asked for, but torch has no MPS (Apple '
-                                      f'GPU) backend here: {usable}')
-    elif parsed.type != 'cpu':
-        raise InferenceSetupError(f'device {device!r} cannot run inference here: {usable}')
-    return device
-
-
-def read_checkpoint(checkpoint: str) -> Any:
-    """Load a checkpoint file (or URL) on the CPU with torch's ``weights_only`` loader.
-
-    Raises:
-        InferenceSetupError: It cannot be read, or holds pickled code or objects other than
-            weights (never executed); the message gives torch's reason without its advice
-            to load the file unsafely.
-    """
-    try:
-        return _load_checkpoint(checkpoint, map_location='cpu', logger='silent')
-    except Exception as err:
-        raise InferenceSetupError(f'cannot read checkpoint {checkpoint}: '
-                                  f'{checkpoint_error_reason(err, 300)}') from err
-
-
-def checkpoint_mismatch(model_state: Mapping[str, torch.Tensor],
-                        checkpoint_state: Mapping[str, Any],
-                        max_names: int = 3) -> str:
-    """Describe how a checkpoint's weights differ from a model's, '' when they fit.
-
-    Args:
-        model_state: The model's ``state_dict()``.
-        checkpoint_state: The checkpoint's state dict (``module.`` prefixes removed).
-        max_names: Weight names quoted per kind of difference.
-
-    Returns:
-        One line naming the missing, unexpected and differently shaped weights.
-    """
-    # BatchNorm fills num_batches_tracked itself when loading checkpoints older than it.
-    missing = [k for k in model_state
-               if k not in checkpoint_state and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in checkpoint_state if k not in model_state]
-    reshaped = []
-    for key, value in model_state.items():
-        if key in checkpoint_state:
-            saved_shape = tuple(getattr(checkpoint_state[key], 'shape', ('not a tensor', )))
-            if saved_shape != tuple(value.shape):
-                reshaped.append(f'{key}: {saved_shape} in the checkpoint, {tuple(value.shape)} '
-                                'in the model')
-
-    def listed(names: List[str]) -> str:
-        more = f', ... {len(names) - max_names} more' if len(names) > max_names else ''
-        return ', '.join(names[:max_names]) + more
-
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} model weights are not in it ({listed(missing)})')
-    if unexpected:
-        problems.append(f'{len(unexpected)} of its weights are not in the model '
-                        f'({listed(unexpected)})')
-    if reshaped:
-        problems.append(f'{len(reshaped)} weights differ in shape ({listed(reshaped)})')
-    return '; '.join(problems)
-
-
-def check_checkpoint_fits(model: nn.Module, checkpoint: Any, checkpoint_name: str,
-                          config_name: str) -> Dict[str, Any]:
-    """The checkpoint's state dict, after checking that it fits ``model`` exactly.
-
-    Args:
-        model: The model the config builds.
-        checkpoint: What :func:`read_checkpoint` returned.
-        checkpoint_name: The checkpoint's path, for the message.
-        config_name: The config's path, for the message.
-
-    Returns:
-        The state dict, ``module.`` prefixes removed.
-
-    Raises:
-        InferenceSetupError: The checkpoint holds no state dict.
-        CheckpointMismatchError: Names or shapes differ (one line naming some of them).
-    """
-    if not isinstance(checkpoint, Mapping):
-        raise InferenceSetupError(f'checkpoint {checkpoint_name} holds no state dict '
-                                  f'(it holds a {type(checkpoint).__name__})')
-    state = checkpoint.get('state_dict', checkpoint)
-    if not isinstance(state, Mapping) or not state:
-        raise InferenceSetupError(f'checkpoint {checkpoint_name} holds no state dict')
-    state = {re.sub(r'^module\.', '', key): value for key, value in state.items()}
-    problem = checkpoint_mismatch(model.state_dict(), state)
-    if problem:
-        raise CheckpointMismatchError(
-            f'checkpoint {checkpoint_name} does not fit config {config_name}: '
-            f'{problem}; pass the config it was trained with')
-    return state
-
-
-def check_config_checkpoint(cfg: Config, checkpoint: str, config_name: str) -> None:
-    """Check, before a run, that ``checkpoint`` holds the weights of the model ``cfg`` builds.
-
-    Builds the model on the CPU (no pretrained weights are fetched: building does not
-    initialise) and compares every weight name and shape, as :class:`SegInferencer` does.
-
-    Raises:
-        InferenceSetupError: The checkpoint cannot be read or the model cannot be built;
-            :class:`CheckpointMismatchError` when the weights do not fit.
-    """
-    loaded = read_checkpoint(checkpoint)
-    model_cfg = copy.deepcopy(cfg.model)
-    try:
-        with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmseg')):
-            model = MODELS.build(model_cfg)
-    except Exception as err:
-        raise InferenceSetupError(f'cannot build the model of config {config_name}: '
-                                  f'{one_line(err)}') from err
-    check_checkpoint_fits(model, loaded, checkpoint, config_name)
 
 
 def _generic_palette(num_colours: int) -> List[List[int]]:
@@ -245,8 +65,8 @@ def _config_dataset_meta(cfg: Config) -> Optional[dict]:
     return meta if meta.get('classes') else None
 
 
-class SegInferencer(MMSegInferencer):
-    """mmseg's inferencer with checked setup, decoded-image batching and sliding windows.
+class SegInferencer:
+    """A segmentor loaded for inference: checked setup, decoded-image batching, sliding windows.
 
     Args:
         config: Config file or :class:`~mmengine.config.Config`.
@@ -257,6 +77,11 @@ class SegInferencer(MMSegInferencer):
             crop sides.
 
     Attributes:
+        model: The segmentor, in eval mode on ``device``.
+        cfg: The config it was built from (after ``cfg_options``).
+        pipeline: The test pipeline: an (H, W, 3) uint8 BGR image (or a file name) ->
+            ``dict(inputs, data_samples)``.
+        collate_fn: Batches what ``pipeline`` gives (mmengine's ``pseudo_collate``).
         classes: Name per class id.
         palette: RGB colour per class id.
         meta_source: Where classes and palette came from: ``'checkpoint'``, ``'config'``
@@ -267,8 +92,8 @@ class SegInferencer(MMSegInferencer):
 
     Raises:
         InferenceSetupError: Missing or unreadable files, unknown device, a model that
-            cannot be built; :class:`CheckpointMismatchError` for a checkpoint of another
-            model.
+            cannot be built, a config without a test pipeline; :class:`CheckpointMismatchError`
+            for a checkpoint of another model.
 
     Example:
         >>> inferencer = SegInferencer('configs/vtshapes/vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py',
@@ -286,24 +111,12 @@ class SegInferencer(MMSegInferencer):
         self.device = resolve_device(device)
         self.config_name = str(config) if isinstance(config, (str, Path)) else '<Config object>'
         self.checkpoint_name = str(checkpoint)
-        if isinstance(config, Config):
-            cfg = copy.deepcopy(config)
-        else:
-            try:
-                cfg = Config.fromfile(str(config))
-            except Exception as err:
-                raise InferenceSetupError(f'cannot load config {config}: {one_line(err)}') from err
-        try:
-            merge_cfg_options(cfg, cfg_options)
-        except ValueError as err:
-            raise InferenceSetupError(str(err)) from err
-        if not isinstance(cfg.get('model'), Mapping):
-            raise InferenceSetupError(f'config {self.config_name} defines no model (a dict '
-                                      '`model = dict(type=...)`)')
         self.slide_ratio = slide_ratio
-        self.meta_source = 'generic'
-        super().__init__(model=cfg, weights=checkpoint, device=self.device,
-                         scope=cfg.get('default_scope', 'mmseg'))
+        self.cfg = load_config(config, cfg_options)
+        self.model = build_model(self.cfg, checkpoint, self.device)
+        self.pipeline = inference_pipeline(self.cfg)
+        self.collate_fn = pseudo_collate
+        self.model.dataset_meta = self._dataset_meta(getattr(self.model, 'dataset_meta', None))
         self.classes: Tuple[str, ...] = tuple(self.model.dataset_meta['classes'])
         self.palette: List[List[int]] = [list(c) for c in self.model.dataset_meta['palette']]
         test_cfg = self.model.test_cfg or ConfigDict(mode='whole')
@@ -312,46 +125,16 @@ class SegInferencer(MMSegInferencer):
         self.config_slides = test_cfg.get('mode') == 'slide'
         self.slide_test_cfg = self._slide_test_cfg(self.cfg, test_cfg)
 
-    # --- construction (overrides of mmengine's BaseInferencer steps) ---------------------------
-
-    def _init_model(self, cfg: Config, weights: Optional[str], device: str = 'cpu') -> nn.Module:
-        """Read the checkpoint, build the model, check the fit, then load (all one-line errors)."""
-        checkpoint = read_checkpoint(weights)
-        # Weights come from the checkpoint: never fetch ImageNet-pretrained ones.
-        if cfg.model.get('pretrained') is not None:
-            del cfg.model.pretrained
-        try:
-            model = MODELS.build(cfg.model)
-        except Exception as err:
-            raise InferenceSetupError(f'cannot build the model of config {self.config_name}: '
-                                      f'{one_line(err)}') from err
-        model.cfg = cfg
-        self._load_weights_to_model(model, checkpoint, cfg)
-        model.to(device)
-        model.eval()
-        return model
-
-    def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
-                               cfg: Optional[Config]) -> None:
-        """Load the weights strictly, after checking that every name and shape fits."""
-        check_checkpoint_fits(model, checkpoint, self.checkpoint_name, self.config_name)
-        _load_checkpoint_to_model(model, checkpoint, strict=True)
-        model.dataset_meta = self._dataset_meta(model, checkpoint, cfg)
-
-    def _dataset_meta(self, model: nn.Module, checkpoint: Mapping, cfg: Config) -> Dict[str, list]:
-        """Classes and palette covering every id the model predicts."""
-        saved = checkpoint.get('meta') or {}
-        meta = None
-        if isinstance(saved, Mapping) and (saved.get('dataset_meta') or {}).get('classes'):
-            meta, self.meta_source = dict(saved['dataset_meta']), 'checkpoint'
-        elif isinstance(saved, Mapping) and saved.get('CLASSES'):  # mmseg 0.x checkpoints
-            meta = dict(classes=saved['CLASSES'], palette=saved.get('PALETTE'))
-            self.meta_source = 'checkpoint'
+    def _dataset_meta(self, saved: Optional[Mapping]) -> Dict[str, list]:
+        """Classes and palette covering every id the model predicts: the checkpoint's
+        (``saved``), else the config's test data set's, else generic ones."""
+        if saved and saved.get('classes'):
+            meta, self.meta_source = dict(saved), 'checkpoint'
         else:
-            meta = _config_dataset_meta(cfg)
+            meta = _config_dataset_meta(self.cfg)
             self.meta_source = 'config' if meta else 'generic'
         classes = list((meta or {}).get('classes') or [])
-        head = getattr(model, 'decode_head', None)
+        head = getattr(self.model, 'decode_head', None)
         num_classes = max(len(classes), int(getattr(head, 'num_classes', 0) or 0))
         if num_classes > _MAX_PNG_CLASSES:
             raise InferenceSetupError(f'the model predicts {num_classes} classes; palette PNGs '
@@ -361,19 +144,10 @@ class SegInferencer(MMSegInferencer):
         palette += _generic_palette(num_classes)[len(palette):]
         return dict(classes=classes, palette=palette)
 
-    def _init_pipeline(self, cfg: Config) -> Any:
-        try:
-            return super()._init_pipeline(cfg)
-        except Exception as err:
-            raise InferenceSetupError(
-                f'config {self.config_name} has no usable test pipeline '
-                f'(test_dataloader.dataset.pipeline): {one_line(err)}') from err
-
-    def _init_visualizer(self, cfg: Config) -> Any:
-        # MMSegInferencer requires a SegLocalVisualizer; configs without one get the default.
-        if 'visualizer' not in cfg:
-            cfg.visualizer = dict(type='SegLocalVisualizer')
-        return super()._init_visualizer(cfg)
+    def forward(self, data: dict) -> list:
+        """The model's ``test_step`` on a collated batch: one ``SegDataSample`` per image."""
+        with torch.no_grad():
+            return self.model.test_step(data)
 
     @staticmethod
     def _slide_test_cfg(cfg: Config, test_cfg: ConfigDict) -> Optional[ConfigDict]:
