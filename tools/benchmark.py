@@ -1,6 +1,6 @@
 """Time VT models beside their baselines: one process, the two models interleaved.
 
-For each pair (see ``vtseg.utils.benchmark``) both models are built on the same
+For each pair (see ``benchmarks/pairs.py``) both models are built on the same
 seeded inputs, counted (params, multiply-adds with ``mmengine.analysis``), then
 called alternately ``--repeats`` times after ``--warmup`` untimed rounds, so load
 from other processes hits both alike. Reported per model: median and p90 latency,
@@ -50,12 +50,16 @@ from typing import Optional  # noqa: E402
 
 import torch  # noqa: E402
 
-from vtseg.utils.benchmark import (PAIRS, SEGMENTOR_CONFIGS, PairSpec, Side,  # noqa: E402
-                                   build_side, check_targets, cpu_peak_memory_mib,
-                                   cuda_peak_memory_mib, markdown_report, ratios, summarize,
-                                   time_interleaved)
-
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # benchmarks/: the repository's harness, not installed with vtseg
+
+from benchmarks.pairs import (PAIRS, SEGMENTOR_CONFIGS, PairSpec, Side, build_side, check_targets,  # noqa: E402
+                              markdown_report)
+from benchmarks.timing import (cpu_peak_memory_mib, cuda_peak_memory_mib, ratios, summarize,  # noqa: E402
+                               time_interleaved)
+from vtseg.apis import InferenceSetupError  # noqa: E402
+from vtseg.utils.files import atomic_write_bytes  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -128,7 +132,7 @@ def build(args: argparse.Namespace, spec: PairSpec, side: str, device: torch.dev
     try:
         return build_side(spec, side, device, segmentor_configs=configs,
                           num_classes=args.num_classes)
-    except FileNotFoundError as e:
+    except InferenceSetupError as e:
         fail(f'{e}; pass --vt-config / --baseline-config (run from the repository root)')
 
 
@@ -268,13 +272,6 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def write_atomic(path: str, text: str) -> None:
-    tmp = f'{path}.{os.getpid()}.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -298,7 +295,7 @@ def main(argv: Optional[list] = None) -> None:
     if args.pair_out:  # a child of the process below: one pair, its JSON to a file
         with tempfile.TemporaryDirectory() as tmp:
             result = run_pair(args, args.pairs[0], device, tmp)
-        return write_atomic(args.pair_out, json.dumps(result))
+        return atomic_write_bytes(args.pair_out, json.dumps(result).encode())
     os.makedirs(args.out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if len(args.pairs) == 1:
@@ -318,8 +315,8 @@ def main(argv: Optional[list] = None) -> None:
     name = args.name or (f'{device.type}-{socket.gethostname()}-{torch.get_num_threads()}t'
                          + ('-quick' if args.quick else ''))
     table = markdown_report(result)
-    write_atomic(osp.join(args.out_dir, f'{name}.json'), json.dumps(result, indent=1) + '\n')
-    write_atomic(osp.join(args.out_dir, f'{name}.md'), table)
+    atomic_write_bytes(osp.join(args.out_dir, f'{name}.json'), (json.dumps(result, indent=1) + '\n').encode())
+    atomic_write_bytes(osp.join(args.out_dir, f'{name}.md'), table.encode())
     print(table)
     log(f'results: {osp.join(args.out_dir, name)}.json / .md')
 

@@ -16,12 +16,20 @@ Examples::
     python tools/get_flops.py configs/lip/vt-fpn_r50_8xb12-50k_lip-473x473.py --shape 473 --exact
 
 mmpretrain (configs/vt_resnet) and mmdet (configs/mmdet) configs are counted too, by
-their ``default_scope``; the counting is :func:`vtseg.utils.complexity.count`.
+their ``default_scope``; the counting is :func:`vtseg.utils.complexity.count`, the
+paper's tables are ``benchmarks/paper.py``.
 """
 import argparse
+import os.path as osp
 import sys
 
-from vtseg.utils.complexity import count, fpn_pairs, markdown_table, resnet_pairs
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # benchmarks/: the repository's paper tables, not installed with vtseg
+
+from benchmarks.paper import Compared, fpn_pairs, markdown_table, resnet_pairs  # noqa: E402
+from vtseg.apis import InferenceSetupError  # noqa: E402
+from vtseg.utils.complexity import count  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,9 +59,9 @@ def main() -> None:
         return
     try:
         rows = [count(spec, args.shape) for spec in (args.model, args.baseline) if spec]
-    except (FileNotFoundError, ValueError) as err:
+    except (InferenceSetupError, ValueError) as err:
         raise SystemExit(f'error: {err}')
-    print(markdown_table(rows))
+    print(markdown_table([Compared(row) for row in rows]))
     if args.exact:
         for row in rows:
             print(f'{row.name}: Parameters: {row.num_params}, FLOPs: {row.macs}')

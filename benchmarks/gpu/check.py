@@ -41,6 +41,8 @@ import warnings  # noqa: E402
 from dataclasses import asdict  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+# the repository root, for benchmarks.timing; appended, so that an installed vtseg (the bundle's) wins
+sys.path.append(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import gpu_bundle  # noqa: E402
 
 
@@ -89,6 +91,7 @@ def preflight() -> None:
         import setuptools  # noqa: F401
     import mmcv.ops  # noqa: F401  (mmseg imports the compiled ops unguarded)
     import mmseg.models  # noqa: F401
+
     import vtseg  # noqa: F401  (registers VTFPN, VTResNet in mmseg's registries)
 
 
@@ -123,6 +126,7 @@ def main(argv=None) -> int:
     except Exception as err:  # any import failure of the stack: say which, in one line
         return fail(f'the installed stack does not import: {type(err).__name__}: {" ".join(str(err).split())[:300]}')
     import gpu_check
+
     from vtseg.apis.io import atomic_write_bytes
 
     device = torch.device(args.device)

@@ -299,6 +299,7 @@ def build_train_cfg(config: str, options: Dict[str, object], precision: str, wor
     """The config of one timing run: file + overrides (vtseg's ``--cfg-options`` checks) + AMP
     as ``tools/train.py --amp`` sets it, with the autocast dtype."""
     from mmengine.config import Config
+
     from vtseg.mm.cli import merge_cfg_options
     cfg = Config.fromfile(osp.join(REPO, config))
     merge_cfg_options(cfg, options)
@@ -353,7 +354,7 @@ class StepTimerHook(Hook):
 
 def timing_summary(seconds: Sequence[float], warmup: int, batch: int) -> Dict[str, float]:
     """Median / p90 ms and images/s of the iterations after ``warmup``."""
-    from vtseg.utils.benchmark import summarize
+    from benchmarks.timing import summarize
     timed = list(seconds[warmup:])
     if not timed:
         raise ValueError(f'no timed iterations: {len(seconds)} run, {warmup} of them warm-up')
@@ -375,6 +376,7 @@ def train_run(config: str, label: str, precision: str, data_root: str, work_dir:
         (``workers_left``); and the trained model (the Runner and its data loader are released).
     """
     import multiprocessing
+
     from mmengine.config import Config
     from mmengine.runner import Runner
     resident = torch.cuda.memory_allocated(device) / 2 ** 20 if device.type == 'cuda' else None
@@ -415,8 +417,8 @@ def count_gmacs(model: nn.Module, inputs: Tuple) -> float:
 def time_models(calls: Dict[str, Callable[[], None]], batch: int, warmup: int, repeats: int,
                 device: torch.device) -> Dict[str, dict]:
     """Median/p90 ms, images/s and peak memory (CUDA) of each call, the calls interleaved
-    (``vtseg.utils.benchmark.time_interleaved``: synchronised on CUDA)."""
-    from vtseg.utils.benchmark import cuda_peak_memory_mib, summarize, time_interleaved
+    (``benchmarks.timing.time_interleaved``: synchronised on CUDA)."""
+    from benchmarks.timing import cuda_peak_memory_mib, summarize, time_interleaved
     times = time_interleaved(calls, repeats, warmup, device)
     out = {}
     for name, call in calls.items():
@@ -444,8 +446,8 @@ def classifier_call(model: nn.Module, x: torch.Tensor, precision: str) -> Callab
 
 def pair_rows(results: Dict[str, dict], pairs: Sequence[Tuple[str, str]], labels: Dict[str, str],
               common: dict) -> List[dict]:
-    """One row per (VT, baseline) pair: both sides' numbers and ``vtseg.utils.benchmark.ratios``."""
-    from vtseg.utils.benchmark import ratios
+    """One row per (VT, baseline) pair: both sides' numbers and ``benchmarks.timing.ratios``."""
+    from benchmarks.timing import ratios
     rows = []
     for vt, base in pairs:
         if vt in results and base in results:
@@ -540,6 +542,7 @@ class Section:
     def attempt(self, what: str, fn: Callable[[], object], needed_s: float = 0.0):
         """``fn()``, or None when the budget has no ``needed_s`` left or ``fn`` fails."""
         import traceback
+
         from vtseg.utils.errors import one_line
         if not self.budget.allows(needed_s):
             self.skip(what, f'time budget: {self.budget.left():.0f} s left of {self.budget.seconds:.0f}, '
@@ -654,6 +657,7 @@ def classifier_section(section: Section, settings: CheckSettings, device: torch.
                        needed_s: float = 0.0) -> None:
     """VT-ResNet-50 vs torchvision's ResNet-50 classifiers, inference."""
     import torchvision
+
     from vtseg.models import vt_resnet50
     labels = {'vt-resnet50': 'VT-ResNet-50', 'resnet50': 'ResNet-50'}
     torch.manual_seed(0)
@@ -686,7 +690,7 @@ def classifier_section(section: Section, settings: CheckSettings, device: torch.
 def memory_section(section: Section, settings: CheckSettings, device: torch.device, coco_root: str,
                    lip_root: str, work_root: str, needed_s: float = 0.0) -> None:
     """Peak memory of fp32 training at the paper's images per GPU (COCO-Stuff 4, LIP 12)."""
-    from vtseg.utils.benchmark import ratios
+    from benchmarks.timing import ratios
     for dataset, configs, root in (('coco_stuff', COCO_CONFIGS, coco_root), ('lip', LIP_CONFIGS, lip_root)):
         batch, crop = PAPER_BATCH[dataset]
         batch = min(batch, settings.memory_batch_cap or batch)

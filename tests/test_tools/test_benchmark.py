@@ -14,10 +14,11 @@ from importlib.util import find_spec
 
 import pytest
 import torch
-
-from vtseg.utils.benchmark import (PAIRS, TARGETS, check_targets, markdown_report, percentile,
-                                   ratios, summarize, time_interleaved)
 from vtseg_testing import REPO, run_tool
+
+sys.path.insert(0, REPO)
+from benchmarks.pairs import PAIRS, TARGETS, check_targets, markdown_report  # noqa: E402
+from benchmarks.timing import percentile, ratios, summarize, time_interleaved  # noqa: E402
 
 METRICS = ('params_m', 'gmacs', 'median_ms', 'p90_ms', 'images_per_s', 'peak_mem_mib')
 HAS_ORT = find_spec('onnx') is not None and find_spec('onnxruntime') is not None
@@ -138,6 +139,7 @@ def test_each_pair_runs_in_a_process_of_its_own(two_pairs_run):
 
 def test_stage5_pair_times_only_what_vt_resnet_replaces(two_pairs_run):
     import torchvision
+
     from vtseg.models import VTResNet
     stage5 = two_pairs_run['pairs'][2]
     assert stage5['input'] == 'stage-4 map of 1x3x32x32'
@@ -202,7 +204,7 @@ def test_cuda_timing_synchronises_around_every_call(monkeypatch):
     events = []
     monkeypatch.setattr(torch.cuda, 'synchronize', lambda device=None: events.append(('sync', str(device))))
     clock = iter(range(100))
-    monkeypatch.setattr('vtseg.utils.benchmark.time.perf_counter', lambda: next(clock))
+    monkeypatch.setattr('benchmarks.timing.time.perf_counter', lambda: next(clock))
     steps = {'vt': lambda: events.append('vt'), 'baseline': lambda: events.append('b')}
     times = time_interleaved(steps, repeats=1, warmup=0, device=torch.device('cuda', 1))
     sync = ('sync', 'cuda:1')
@@ -212,7 +214,7 @@ def test_cuda_timing_synchronises_around_every_call(monkeypatch):
 
 
 def test_cuda_peak_memory_is_the_growth_over_the_calls(monkeypatch):
-    from vtseg.utils.benchmark import cuda_peak_memory_mib
+    from benchmarks.timing import cuda_peak_memory_mib
     state = dict(allocated=100 * 2 ** 20, peak=0, log=[])
     monkeypatch.setattr(torch.cuda, 'synchronize', lambda device=None: state['log'].append('sync'))
     monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device=None: state['allocated'])

@@ -1,4 +1,4 @@
-"""Side-by-side speed of VT models and their baselines (library part of ``tools/benchmark.py``).
+"""The VT / baseline pairs that ``tools/benchmark.py`` times, and the speed targets.
 
 A *pair* is a VT model and the model it replaces, run on the same inputs:
 
@@ -14,28 +14,20 @@ segmentor         VT-FPN R-50 whole inference, 512x512      Semantic FPN R-50 (m
 segmentor-train   VT-FPN R-50 forward + backward, 512x512   Semantic FPN R-50
 ================= ======================================== ===================================
 
-Timing alternates the two models call by call (and swaps which goes first every
-round), so that load from other processes on a shared machine falls on both
-alike; the ratios VT / baseline are what such a run can be trusted for.
+The two models of a pair are timed interleaved (:mod:`benchmarks.timing`); the ratios
+VT / baseline are what a run on a shared machine can be trusted for.
 """
-import math
-import os
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from vtseg.utils.complexity import resnet50_feature_shapes
+from benchmarks.paper import resnet50_feature_shapes
 from vtseg.utils.export import SegmentorLogits
 
-__all__ = [
-    'PairSpec', 'PAIRS', 'TARGETS', 'Side', 'build_side', 'time_interleaved', 'summarize',
-    'percentile', 'ratios', 'check_targets', 'markdown_report', 'cpu_peak_memory_mib',
-    'cuda_peak_memory_mib', 'SEGMENTOR_CONFIGS',
-]
+__all__ = ['PairSpec', 'PAIRS', 'TARGETS', 'SEGMENTOR_CONFIGS', 'Side', 'build_side', 'check_targets',
+           'markdown_report']
 
 # The repository's model configs: Semantic FPN R-50 and the same with VTFPN as its neck.
 SEGMENTOR_CONFIGS = dict(vt='configs/_base_/models/vt-fpn_r50.py',
@@ -97,9 +89,6 @@ TARGETS: List[Tuple[str, str, float]] = [
     ('resnet50-bs16', 'median_ms', 0.9),
 ]
 
-RATIO_METRICS = ('params_m', 'gmacs', 'median_ms', 'p90_ms', 'images_per_s', 'peak_mem_mib',
-                 'onnx_median_ms')
-
 
 @dataclass
 class Side:
@@ -135,18 +124,6 @@ class _Call(nn.Module):
         return self.fn(*args)
 
 
-def _segmentor_cfg(path: str, num_classes: Optional[int]):
-    from mmengine.config import Config
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'segmentor config not found: {path}')
-    cfg = Config.fromfile(path).model
-    cfg.pop('pretrained', None)  # nothing is downloaded: timing needs no trained weights
-    cfg.get('backbone', {}).pop('init_cfg', None)
-    if num_classes is not None:
-        cfg.decode_head.num_classes = num_classes
-    return cfg
-
-
 def build_side(
         spec: PairSpec,
         side: str,
@@ -162,8 +139,12 @@ def build_side(
         side: ``'vt'`` or ``'baseline'``.
         device: Where to run.
         segmentor_configs: ``{'vt': path, 'baseline': path}`` model configs of the
-            segmentor pairs (default :data:`SEGMENTOR_CONFIGS`).
+            segmentor pairs (default :data:`SEGMENTOR_CONFIGS`), built by
+            :func:`vtseg.apis.build_model` (random weights, nothing downloaded, SyncBN as BN).
         num_classes: Override the segmentors' ``decode_head.num_classes``.
+
+    Raises:
+        vtseg.apis.InferenceSetupError: A segmentor config is missing or broken.
     """
     if side not in ('vt', 'baseline'):
         raise ValueError(f"side must be 'vt' or 'baseline', got {side!r}")
@@ -172,6 +153,7 @@ def build_side(
     torch.manual_seed(0)
     if spec.kind in ('resnet', 'stage5'):
         import torchvision
+
         from vtseg.models import VTResNet
         model = (VTResNet(depth=spec.depth) if vt
                  else getattr(torchvision.models, f'resnet{spec.depth}')())
@@ -211,6 +193,7 @@ def build_side(
     if spec.kind == 'neck':
         from mmengine.registry import init_default_scope
         from mmseg.registry import MODELS
+
         import vtseg  # noqa: F401  (registers VTFPN)
         init_default_scope('mmseg')
         cfg = dict(type='VTFPN' if vt else 'FPN', in_channels=[256, 512, 1024, 2048],
@@ -230,16 +213,13 @@ def build_side(
                     export=(wrapped, tuple(feats)))
 
     if spec.kind == 'segmentor':
-        from mmengine.model import revert_sync_batchnorm
-        from mmengine.registry import init_default_scope
         from mmengine.structures import PixelData
-        from mmseg.registry import MODELS
         from mmseg.structures import SegDataSample
+
+        from vtseg.apis import build_model
         configs = dict(SEGMENTOR_CONFIGS, **(segmentor_configs or {}))
-        cfg = _segmentor_cfg(configs[side], num_classes)
-        init_default_scope('mmseg')
-        model = revert_sync_batchnorm(MODELS.build(cfg))  # one process: SyncBN -> BN
-        model = model.to(device)
+        options = {} if num_classes is None else {'model.decode_head.num_classes': num_classes}
+        model = build_model(configs[side], device=str(device), cfg_options=options)
         n, s = spec.batch, spec.size
         x = torch.randn(n, 3, s, s, generator=gen).to(device)
         classes = model.decode_head.num_classes
@@ -270,65 +250,6 @@ def build_side(
     raise ValueError(f'unknown pair kind {spec.kind!r}')
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(
-        steps: Dict[str, Callable[[], None]],
-        repeats: int,
-        warmup: int,
-        device: torch.device = torch.device('cpu'),
-) -> Dict[str, List[float]]:
-    """Seconds per call of every step, run in alternation.
-
-    Each round calls every step once; the order is reversed every other round so
-    neither side always runs right after the other's cache and allocator traffic.
-
-    Args:
-        steps: Name -> callable.
-        repeats: Timed rounds.
-        warmup: Untimed rounds first.
-        device: CUDA timings synchronise before and after each call.
-
-    Returns:
-        Name -> ``repeats`` durations in seconds, in call order.
-    """
-    names = list(steps)
-    times: Dict[str, List[float]] = {n: [] for n in names}
-    for r in range(warmup + repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            _sync(device)
-            start = time.perf_counter()
-            steps[name]()
-            _sync(device)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile, linearly interpolated between order statistics (numpy's default)."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def summarize(seconds: Sequence[float], batch: int) -> dict:
-    """Median and p90 latency (ms) and images/s (at the median) of per-call durations."""
-    median = statistics.median(seconds) * 1e3
-    return dict(median_ms=median, p90_ms=percentile(seconds, 90) * 1e3,
-                images_per_s=batch * 1e3 / median, times_ms=[t * 1e3 for t in seconds])
-
-
-def ratios(vt: dict, baseline: dict) -> Dict[str, float]:
-    """VT / baseline for every metric both sides measured (images/s: > 1 means VT is faster)."""
-    return {k: vt[k] / baseline[k] for k in RATIO_METRICS
-            if vt.get(k) is not None and baseline.get(k)}
-
-
 def check_targets(pairs: Sequence[dict]) -> List[dict]:
     """The issue's targets that the measured pairs allow to check."""
     by_name = {p['name']: p for p in pairs}
@@ -339,63 +260,6 @@ def check_targets(pairs: Sequence[dict]) -> List[dict]:
             out.append(dict(pair=name, metric=metric, max_ratio=limit, ratio=ratio,
                             met=ratio <= limit))
     return out
-
-
-def _status_mib() -> Dict[str, float]:
-    """VmRSS and VmHWM (peak RSS) of this process, MiB, from /proc/self/status."""
-    values = {}
-    with open('/proc/self/status') as f:
-        for line in f:
-            key, _, rest = line.partition(':')
-            if key in ('VmRSS', 'VmHWM'):
-                values[key] = int(rest.split()[0]) / 1024  # kB -> MiB
-    return values
-
-
-def cpu_peak_memory_mib(step: Callable[[], None], calls: int = 2) -> Tuple[float, str]:
-    """Peak resident memory that ``step`` adds on top of what the process already holds.
-
-    torch's CPU allocations are plain malloc/mmap, invisible to ``tracemalloc``, so
-    this reads the kernel's counters: reset the peak-RSS mark (``VmHWM``) by writing
-    5 to ``/proc/self/clear_refs``, note the RSS, run ``step`` ``calls`` times (the
-    first call also allocates gradients and lazily built kernels), and report
-    ``VmHWM - RSS``. Where the mark cannot be reset it falls back to the
-    ``getrusage`` peak minus the RSS before the calls (an underestimate if the
-    process peaked earlier). Run it in a fresh process per model, with
-    ``MALLOC_MMAP_THRESHOLD_`` low so that freed tensors leave the RSS.
-
-    Returns:
-        ``(MiB, method)``.
-    """
-    import gc
-    import resource
-    gc.collect()
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        method = 'VmHWM-reset'
-    except OSError:
-        method = 'ru_maxrss'
-    before = _status_mib()['VmRSS']
-    for _ in range(calls):
-        step()
-    if method == 'VmHWM-reset':
-        peak = _status_mib()['VmHWM']
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    return max(peak - before, 0.0), method
-
-
-def cuda_peak_memory_mib(step: Callable[[], None], device: torch.device,
-                         calls: int = 2) -> float:
-    """Peak CUDA memory allocated by ``step`` above what was allocated before it, MiB."""
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(calls):
-        step()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
 
 
 def _fmt(value: Optional[float], digits: int = 1) -> str:
