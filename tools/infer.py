@@ -16,6 +16,11 @@ reported with the reason and the rest go on. The output folder is checked
 (created, a probe file written) before the model is loaded. A re-run skips
 images whose two outputs exist, unless ``--force``; outputs are written atomically.
 
+Besides its own lines the tool prints what mmengine logs from WARNING up
+(``--log-level`` sets another level) and the warnings that matter: the
+dependencies' known harmless ones are hidden (:mod:`vtseg.utils.dependency_warnings`)
+unless ``--verbose``, which shows every warning and logs at DEBUG.
+
 Exit status: 0 all done (or skipped), 1 some images or folders failed, 2 bad
 arguments (missing config or checkpoint, a checkpoint of another model, no
 images, an output folder that cannot be written, an unknown device), 130 interrupted.
@@ -32,22 +37,20 @@ import os
 # before anything imports torch (README "Train and test").
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
+import vtseg  # noqa: F401,E402 isort: skip  (first: hides known dependency warnings, registers modules)
+
 import argparse  # noqa: E402
-import logging  # noqa: E402
 import sys  # noqa: E402
-import warnings  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from typing import Iterator, List, Optional, Tuple  # noqa: E402
+from typing import List, Optional, Tuple  # noqa: E402
 
-# mmengine imports pkg_resources, whose deprecation notice concerns none of this tool's work.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
-
-from mmengine.logging import MMLogger  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from vtseg.apis import (FolderRunner, InferenceSetupError, SegInferencer, check_model_files,  # noqa: E402
-                        find_images, prepare_output_dir, remove_created_dirs, resolve_device)
-from vtseg.mm.cli import add_cfg_options  # noqa: E402
+from vtseg.apis import (FolderRunner, InferenceSetupError, SegInferencer, check_model_files, find_images,  # noqa: E402
+                        prepare_output_dir, remove_created_dirs, resolve_device)
+from vtseg.mm.cli import add_cfg_options, add_verbosity, apply_verbosity  # noqa: E402
+
+# mmengine's INFO lines (where a checkpoint is read from, ...) say nothing the tool's own lines do not.
+DEFAULT_LOG_LEVEL = 'WARNING'
 
 
 def positive_int(text: str) -> int:
@@ -88,26 +91,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--opacity', type=unit_float, default=0.5,
         help='opacity of the class colours in the overlays, in [0, 1]')
     add_cfg_options(parser)
+    add_verbosity(parser, default_level=DEFAULT_LOG_LEVEL)
     return parser.parse_args(argv)
-
-
-@contextmanager
-def quiet_openmmlab() -> Iterator[None]:
-    """Hide OpenMMLab's build-time chatter, so that the tool's own lines stand out.
-
-    Model building warns about deprecated loss builders, visualizer backends
-    without a save directory and registry fallbacks, and logs where the checkpoint
-    is read from; none of it is actionable here. Errors still surface as exceptions.
-    """
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', module=r'(mmengine|mmseg|mmcv|torch)(\.|$)')
-        try:
-            yield
-        finally:
-            logger.setLevel(level)
 
 
 def error(message: str) -> int:
@@ -117,6 +102,7 @@ def error(message: str) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    apply_verbosity(args, default_level=DEFAULT_LOG_LEVEL)
     created: List[str] = []
     try:
         # Cheap checks first: a wrong path should not wait for a model to load, and an
@@ -126,9 +112,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_model_files(args.config, args.checkpoint)
         device = resolve_device(args.device)
         created = prepare_output_dir(args.out_dir)
-        with quiet_openmmlab():
-            inferencer = SegInferencer(args.config, args.checkpoint, device=device,
-                                       cfg_options=args.cfg_options)
+        inferencer = SegInferencer(args.config, args.checkpoint, device=device,
+                                   cfg_options=args.cfg_options)
         runner = FolderRunner(inferencer, batch_size=args.batch_size, force=args.force,
                               slide=True if args.slide else None, opacity=args.opacity,
                               log=lambda line: tqdm.write(line, file=sys.stderr))
@@ -139,8 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'{inferencer.meta_source}) on {inferencer.device}; outputs in {args.out_dir}',
           flush=True)
     try:
-        with quiet_openmmlab():
-            summary = runner.run(tasks, progress=True, unreadable_folders=unreadable_folders)
+        summary = runner.run(tasks, progress=True, unreadable_folders=unreadable_folders)
     except KeyboardInterrupt:
         runner.summary.interrupted = True
         print(runner.summary, file=sys.stderr)

@@ -14,8 +14,9 @@ Same arguments as mmseg 1.2.2's tool. On top of it:
   becomes 1 unless ``--cfg-options default_hooks.visualization.interval=N`` sets
   it; mmseg draws every 50th, so a small validation set gave no image at all);
 - ``--launcher pytorch`` works without CUDA, a checkpoint or pretrained weights
-  that cannot be downloaded are one error line, and OpenMP workers sleep when
-  idle (see ``tools/train.py``).
+  that cannot be downloaded are one error line, OpenMP workers sleep when
+  idle, and the dependencies' known harmless warnings are hidden unless ``--verbose``;
+  ``--log-level`` sets the level of mmengine's logger (see ``tools/train.py``).
 
 Examples::
 
@@ -27,7 +28,7 @@ import os
 # Read once, when torch loads OpenMP: set before anything imports torch (README "Train and test").
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import vtseg  # noqa: F401,E402  (first: hides known dependency warnings; registers vtseg's modules)
+import vtseg  # noqa: F401,E402 isort: skip  (first: hides known dependency warnings, registers modules)
 
 import argparse  # noqa: E402
 import os.path as osp  # noqa: E402
@@ -37,9 +38,11 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from vtseg.apis import InferenceSetupError, check_config_checkpoint  # noqa: E402
-from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options  # noqa: E402
 from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
+from vtseg.mm.cli import (add_cfg_options, add_launcher, add_verbosity, apply_verbosity,  # noqa: E402
+                          export_local_rank, merge_cfg_options)
 from vtseg.mm.runtime import finish_distributed_process, leave_process_group, prepare_cpu_distributed  # noqa: E402
+from vtseg.utils.dependency_warnings import filter_known_dependency_logs  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,6 +71,7 @@ def parse_args() -> argparse.Namespace:
         '--partial-load', action='store_true',
         help='test even when the checkpoint does not fit the model the config builds (weights '
         'missing, unexpected or of another shape; mmengine logs them); default: stop with an error')
+    add_verbosity(parser)
     args = parser.parse_args()
     export_local_rank(args)
 
@@ -114,6 +118,7 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
+    log_level = apply_verbosity(args)  # first: mmengine warns while it reads a config
     check_inputs(args)
 
     # load config
@@ -123,6 +128,8 @@ def main() -> None:
         merge_cfg_options(cfg, args.cfg_options)
     except ValueError as err:
         fail(str(err))
+    if log_level is not None:
+        cfg.log_level = log_level  # the runner's logger
     if args.tta and ('tta_model' not in cfg or 'tta_pipeline' not in cfg):
         fail(f'--tta needs tta_model and tta_pipeline in the config ({args.config} has no such '
              'settings)')
@@ -159,6 +166,7 @@ def main() -> None:
     try:
         with explain_unreachable_weights(cfg, args.checkpoint):
             runner = Runner.from_cfg(cfg)
+            filter_known_dependency_logs(runner.logger)  # unless --verbose
             runner.test()
     except PretrainedWeightsUnavailable as err:
         fail(str(err))

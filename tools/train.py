@@ -17,7 +17,11 @@ Same arguments as mmseg 1.2.2's tool. On top of it:
   them, their cache folder and the override that trains from scratch
   (see :func:`vtseg.mm.checkpoint.explain_unreachable_weights`);
 - OpenMP workers sleep when idle (``OMP_WAIT_POLICY=PASSIVE`` unless set): spinning
-  ones slow training 10-25x on a machine where anything else runs.
+  ones slow training 10-25x on a machine where anything else runs;
+- the dependencies' known harmless warnings and log lines are hidden
+  (:mod:`vtseg.utils.dependency_warnings`); ``--verbose`` shows every warning and logs at
+  DEBUG, ``--log-level {DEBUG,INFO,WARNING,ERROR}`` sets the level of mmengine's logger
+  (``WARNING``: no config dump, no per-iteration lines).
 
 Examples::
 
@@ -29,7 +33,7 @@ import os
 # Read once, when torch loads OpenMP: set before anything imports torch (README "Train and test").
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import vtseg  # noqa: F401,E402  (first: hides known dependency warnings; registers vtseg's modules)
+import vtseg  # noqa: F401,E402 isort: skip  (first: hides known dependency warnings, registers modules)
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
@@ -40,13 +44,14 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
-
 from mmseg.registry import RUNNERS  # noqa: E402
 
-from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options  # noqa: E402
 from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
+from vtseg.mm.cli import (add_cfg_options, add_launcher, add_verbosity, apply_verbosity,  # noqa: E402
+                          export_local_rank, merge_cfg_options)
 from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, finish_distributed_process, launcher_rank,  # noqa: E402
                               leave_process_group, prepare_cpu_distributed)
+from vtseg.utils.dependency_warnings import filter_known_dependency_logs  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -65,6 +70,7 @@ def parse_args() -> argparse.Namespace:
         help='enable automatic-mixed-precision training')
     add_cfg_options(parser)
     add_launcher(parser)
+    add_verbosity(parser)
     args = parser.parse_args()
     export_local_rank(args)
 
@@ -79,6 +85,7 @@ def fail(problem: str) -> None:
 
 def main() -> None:
     args = parse_args()
+    log_level = apply_verbosity(args)  # first: mmengine warns while it reads a config
     problem = None
     if not osp.isfile(args.config):
         problem = (f'config file not found: {args.config} '
@@ -96,6 +103,8 @@ def main() -> None:
         merge_cfg_options(cfg, args.cfg_options)
     except ValueError as err:
         fail(str(err))
+    if log_level is not None:
+        cfg.log_level = log_level  # the runner's logger
 
     # work_dir is determined in this priority: CLI > segment in file > filename
     if args.work_dir is not None:
@@ -138,6 +147,7 @@ def main() -> None:
                 runner = Runner.from_cfg(cfg)
             else:
                 runner = RUNNERS.build(cfg)
+            filter_known_dependency_logs(runner.logger)  # unless --verbose
 
             runner.train()
     except PretrainedWeightsUnavailable as err:

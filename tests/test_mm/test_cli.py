@@ -1,18 +1,25 @@
 """The command-line arguments tools/train.py, test.py and infer.py share."""
 import argparse
+import logging
 import os
+from itertools import count
 
 import pytest
-
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 
-from vtseg.mm.cli import add_cfg_options, add_launcher, export_local_rank, merge_cfg_options
+from vtseg.mm.cli import (add_cfg_options, add_launcher, add_verbosity, apply_verbosity, export_local_rank,
+                          merge_cfg_options, set_log_level)
+from vtseg.utils.dependency_warnings import filter_known_dependency_logs, hide_known_dependency_warnings
+
+_names = count()  # MMLogger instances are unique by name
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     add_cfg_options(p)
     add_launcher(p)
+    add_verbosity(p)
     return p
 
 
@@ -63,3 +70,53 @@ def test_merge_refuses_replacing_a_section_by_a_value():
     assert cfg.model.backbone.init_cfg is None and cfg.model.backbone.depth == 18
     assert cfg.crop_size == (32, 32) and cfg.model.new.a == 1
     merge_cfg_options(cfg, None)  # no options: nothing to do
+
+
+def test_verbosity_arguments():
+    args = parser().parse_args([])
+    assert (args.verbose, args.log_level) == (False, None)
+    args = parser().parse_args(['--verbose', '--log-level', 'WARNING'])
+    assert (args.verbose, args.log_level) == (True, 'WARNING')
+    with pytest.raises(SystemExit) as info:
+        parser().parse_args(['--log-level', 'LOUD'])
+    assert info.value.code == 2
+
+
+def fresh_logger() -> MMLogger:
+    """A new MMLogger, printing from INFO up as mmengine makes them; the current one from now on."""
+    return MMLogger.get_instance(f'vtseg-test-cli-{next(_names)}', log_level='INFO')
+
+
+def test_log_level_goes_to_the_current_mmengine_logger():
+    logger = fresh_logger()
+    assert apply_verbosity(parser().parse_args([])) is None  # nothing asked: left as it is
+    assert logger.level == logging.NOTSET and logger.isEnabledFor(logging.INFO)
+    assert apply_verbosity(parser().parse_args([]), default_level='WARNING') == 'WARNING'
+    assert not logger.isEnabledFor(logging.INFO) and logger.isEnabledFor(logging.WARNING)
+    assert apply_verbosity(parser().parse_args(['--log-level', 'ERROR']), default_level='WARNING') == 'ERROR'
+    assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
+
+
+def test_verbose_turns_the_filters_off_and_logs_at_debug():
+    logger = fresh_logger()
+    try:
+        assert apply_verbosity(parser().parse_args(['--verbose'])) == 'DEBUG'
+        assert logger.isEnabledFor(logging.DEBUG) and logger.handlers[0].level == logging.DEBUG
+        assert not filter_known_dependency_logs(logger)  # a runner's logger is not filtered either
+        assert apply_verbosity(parser().parse_args(['--verbose', '--log-level', 'INFO'])) == 'INFO'
+        assert not logger.isEnabledFor(logging.DEBUG)
+    finally:
+        hide_known_dependency_warnings()  # back to the session's filters (tests/conftest.py)
+
+
+def test_debug_lowers_the_console_but_not_a_console_kept_at_error():
+    logger = fresh_logger()
+    console = logger.handlers[0]
+    rank_console = logging.StreamHandler()
+    rank_console.setLevel(logging.ERROR)  # as MMLogger's console on ranks other than 0
+    logger.addHandler(rank_console)
+    set_log_level(logger, 'DEBUG')
+    assert logger.level == logging.DEBUG and console.level == logging.DEBUG
+    assert rank_console.level == logging.ERROR
+    set_log_level(logger, logging.WARNING)  # raised on the logger: its handlers need not change
+    assert logger.level == logging.WARNING and not logger.isEnabledFor(logging.INFO)

@@ -113,6 +113,8 @@ def test_command_survives_a_real_folder(first_run, real_folder):
     proc, out = first_run
     assert proc.returncode == 1, proc.stderr  # one image failed
     assert 'Traceback' not in proc.stderr
+    # no dependency notices, no mmengine log lines: the tool's own lines only
+    assert 'Warning:' not in proc.stderr and ' - mmengine - ' not in proc.stdout + proc.stderr
     assert 'done 8, skipped 0, failed 1 of 9 images' in proc.stdout
     assert '1 by sliding window' in proc.stdout
     assert f'failed: {osp.join(real_folder, CORRUPT)}: cannot decode image' in proc.stderr
@@ -131,6 +133,22 @@ def test_command_survives_a_real_folder(first_run, real_folder):
         osp.join(out, kind, rel + ext)
         for rel in GOOD_IMAGES for kind, ext in [('pred', '.png'), ('vis', '.jpg')])
     assert leftovers(out) == []
+
+
+def test_verbose_shows_the_dependencies_notices(checkpoint, tmp_path):
+    """--verbose: the known harmless warnings of mmseg that a default run hides (see
+    test_command_survives_a_real_folder), and mmengine's DEBUG lines."""
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    Image.fromarray(RNG.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / 'a.png')
+    proc = subprocess.run([sys.executable, TOOL, str(folder), CONFIG, checkpoint, '--out-dir',
+                           str(tmp_path / 'out'), '--verbose'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'UserWarning: ``build_loss`` would be deprecated soon' in proc.stderr
+    assert 'UserWarning: Default ``avg_non_ignore`` is False' in proc.stderr
+    assert ' - mmengine - DEBUG - ' in proc.stdout
+    assert 'done 1, skipped 0, failed 0 of 1 images' in proc.stdout
 
 
 def test_exif_outputs_follow_the_displayed_image(first_run, real_folder, checkpoint, infer_tool,

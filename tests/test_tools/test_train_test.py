@@ -15,9 +15,9 @@ import time
 
 import pytest
 import torch
+from vtseg_testing import REPO, run_tool, vtshapes_options
 
 import vtseg  # noqa: F401  (the checkpoints below load under weights_only=True through it)
-from vtseg_testing import REPO, run_tool, vtshapes_options
 
 CONFIG = osp.join(REPO, 'configs', 'vtshapes', 'vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
 TOOLS = osp.join(REPO, 'tools')
@@ -91,10 +91,57 @@ def test_arguments_match_mmseg(mmseg_tools, monkeypatch):
         theirs_module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(theirs_module)
         theirs = vars(theirs_module.parse_args())
-        # vtseg's additions only: test.py --partial-load (off: mmseg's options mean the same)
+        # vtseg's additions only, off by default (mmseg's options mean the same): --verbose,
+        # --log-level and test.py's --partial-load
         assert {key: ours[key] for key in theirs} == theirs
         assert {key: ours[key] for key in ours.keys() - theirs.keys()} == (
-            {'partial_load': False} if tool == 'test' else {})
+            {'verbose': False, 'log_level': None, **({'partial_load': False} if tool == 'test' else {})})
+
+
+# The dependencies' known harmless notices (vtseg.utils.dependency_warnings) each tool run meets:
+# warnings on stderr, mmengine's log lines on stdout.
+KNOWN_TRAIN_NOTICES = ('pkg_resources is deprecated', '``build_loss`` would be deprecated',
+                       'Default ``avg_non_ignore`` is False', 'The draw is False',
+                       'The prefix is not set in metric class IoUMetric', '"FileClient" will be deprecated')
+KNOWN_TEST_NOTICES = ('pkg_resources is deprecated', '``build_loss`` would be deprecated', 'The draw is False',
+                      'The prefix is not set in metric class IoUMetric')
+
+
+def test_tools_print_what_matters_unless_asked_for_more(vtshapes_root, tmp_path):
+    """By default train.py and test.py print mmengine's INFO lines and none of the known harmless
+    notices; --verbose shows every one of them and mmengine's DEBUG lines; --log-level WARNING
+    hides the INFO lines (config, iterations, metrics), also beside --verbose."""
+    options = ['--cfg-options', *vtshapes_options(vtshapes_root), 'train_dataloader.batch_size=2',
+               'train_cfg.max_iters=1', 'train_cfg.val_interval=100']
+
+    def run(tool: str, name: str, *args: str) -> str:
+        extra = [osp.join(tmp_path, 'train', 'iter_1.pth')] if tool == 'test' else []
+        proc = run_tool([osp.join(TOOLS, f'{tool}.py'), CONFIG, *extra, '--work-dir', str(tmp_path / name),
+                         *args, *options])
+        return proc.stdout + proc.stderr
+
+    quiet = run('train', 'train')
+    assert 'Iter(train) [1/1]' in quiet and ' - INFO - Config:' in quiet
+    assert [n for n in KNOWN_TRAIN_NOTICES if n in quiet] == []
+    assert 'Warning:' not in quiet and ' - WARNING - ' not in quiet and ' - DEBUG - ' not in quiet
+
+    verbose = run('train', 'train_verbose', '--verbose')
+    assert [n for n in KNOWN_TRAIN_NOTICES if n not in verbose] == []
+    assert ' - DEBUG - ' in verbose and 'Iter(train) [1/1]' in verbose
+
+    warning = run('train', 'train_warning', '--log-level', 'WARNING')
+    assert ' - INFO - ' not in warning and 'Iter(train)' not in warning
+    assert osp.isfile(tmp_path / 'train_warning' / 'iter_1.pth')  # trained all the same
+
+    quiet = run('test', 'test')
+    assert 'Iter(test) [8/8]' in quiet and 'mIoU:' in quiet
+    assert [n for n in KNOWN_TEST_NOTICES if n in quiet] == []
+    assert 'Warning:' not in quiet and ' - WARNING - ' not in quiet
+
+    verbose_warning = run('test', 'test_verbose', '--verbose', '--log-level', 'WARNING')
+    assert [n for n in KNOWN_TEST_NOTICES if n not in verbose_warning] == []
+    assert ' - INFO - ' not in verbose_warning and ' - DEBUG - ' not in verbose_warning
+    assert 'mIoU' not in verbose_warning
 
 
 def test_two_processes_train_and_test_on_cpu(vtshapes_root, tmp_path):

@@ -1,13 +1,20 @@
 """Command-line arguments that vtseg's OpenMMLab tools share, spelt as mmseg's tools spell them."""
 import argparse
+import logging
 import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from mmengine.config import Config, DictAction
+from mmengine.logging import MMLogger
 
+from vtseg.utils.dependency_warnings import show_all_warnings
 from vtseg.utils.errors import one_line
 
-__all__ = ['add_cfg_options', 'merge_cfg_options', 'add_launcher', 'export_local_rank']
+__all__ = ['add_cfg_options', 'merge_cfg_options', 'add_launcher', 'export_local_rank', 'LOG_LEVELS',
+           'add_verbosity', 'apply_verbosity', 'set_log_level']
+
+# The levels --log-level offers (those of Python's logging that mmengine's MMLogger uses).
+LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR')
 
 
 class _CfgOptionsAction(DictAction):
@@ -78,3 +85,57 @@ def export_local_rank(args: argparse.Namespace) -> None:
     """Make ``--local-rank`` visible as ``LOCAL_RANK`` (what mmengine reads) unless set."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+
+
+def add_verbosity(parser: argparse.ArgumentParser, default_level: Optional[str] = None) -> None:
+    """``--verbose`` and ``--log-level``: how much of the dependencies' output shows.
+
+    Args:
+        parser: The tool's parser.
+        default_level: The level the tool logs at without either option, for the help text
+            (``None``: the config's ``log_level``, mmengine's ``INFO`` unless it says otherwise).
+    """
+    parser.add_argument(
+        '--verbose', action='store_true',
+        help="show every warning, the dependencies' known harmless ones too (hidden by default, "
+        'see vtseg/utils/dependency_warnings.py), and log at DEBUG unless --log-level says otherwise')
+    parser.add_argument(
+        '--log-level', choices=LOG_LEVELS, default=None,
+        help="lowest level of the lines mmengine's logger prints (default: "
+        + (default_level or "the config's log_level, INFO") + ')')
+
+
+def set_log_level(logger: logging.Logger, level: Union[str, int]) -> None:
+    """Make ``logger`` (an mmengine ``MMLogger``) print lines from ``level`` up.
+
+    The logger's own level drops the lines below ``level``; handlers that would drop lines of
+    ``level`` (``MMLogger``'s print from ``INFO`` up) are lowered to it, except those kept at
+    ``ERROR`` (``MMLogger``'s console on ranks other than 0).
+    """
+    levelno = logging.getLevelName(level) if isinstance(level, str) else level  # the name's number
+    logger.setLevel(levelno)
+    for handler in logger.handlers:
+        if levelno < handler.level < logging.ERROR:
+            handler.setLevel(levelno)
+
+
+def apply_verbosity(args: argparse.Namespace, default_level: Optional[str] = None) -> Optional[str]:
+    """Act on ``--verbose`` and ``--log-level`` (see :func:`add_verbosity`).
+
+    ``--verbose`` shows every warning (:func:`vtseg.utils.dependency_warnings.show_all_warnings`:
+    the filters of the known harmless ones are off) and sets the log level to ``DEBUG``, unless
+    ``--log-level`` gives one. The log level (``--log-level``, else ``DEBUG`` for ``--verbose``,
+    else ``default_level``) goes to mmengine's current logger, which prints what is logged before
+    a runner exists; a tool with a runner also puts it into the config's ``log_level``.
+    Call it first, before a config is read: mmengine warns while reading one, and a warning
+    raised before is not raised again.
+
+    Returns:
+        The log level set, or ``None`` when none was asked for (a config's ``log_level`` stays).
+    """
+    if args.verbose:
+        show_all_warnings()
+    level = args.log_level or ('DEBUG' if args.verbose else default_level)
+    if level is not None:
+        set_log_level(MMLogger.get_current_instance(), level)
+    return level

@@ -4,20 +4,25 @@ Every tool run and every use of the Python API used to print the same notices fr
 setuptools, mmseg and mmengine, none of which asks the user to do anything; a line
 that matters was lost among them. Each entry of :data:`KNOWN_HARMLESS_WARNINGS`
 names one warning exactly (its message's start and its category, not a whole
-module) and why it is harmless; :data:`KNOWN_HARMLESS_LOGS` does the same for one
-line mmengine logs at WARNING level. Anything else still shows.
+module) and why it is harmless; :data:`KNOWN_HARMLESS_LOGS` does the same for the
+lines mmengine logs at WARNING level. Anything else still shows.
 
 ``import vtseg`` calls :func:`hide_known_dependency_warnings` before it imports any
 OpenMMLab package, unless Python was given warning options (``python -W default``,
 ``-W always`` or ``PYTHONWARNINGS``): then every warning shows as those options say.
+The log lines are hidden on the logger mmengine uses outside a runner; a tool that
+builds a runner hands its logger to :func:`filter_known_dependency_logs`.
+:func:`show_all_warnings` (the tools' ``--verbose``) turns all of it off again.
 """
 import logging
 import re
 import sys
 import warnings
+import weakref
 from typing import Tuple, Type
 
-__all__ = ['KNOWN_HARMLESS_WARNINGS', 'KNOWN_HARMLESS_LOGS', 'hide_known_dependency_warnings']
+__all__ = ['KNOWN_HARMLESS_WARNINGS', 'KNOWN_HARMLESS_LOGS', 'hide_known_dependency_warnings',
+           'filter_known_dependency_logs', 'show_all_warnings']
 
 # (start of the message as a regular expression, category, why it is harmless)
 KNOWN_HARMLESS_WARNINGS: Tuple[Tuple[str, Type[Warning], str], ...] = (
@@ -35,20 +40,35 @@ KNOWN_HARMLESS_WARNINGS: Tuple[Tuple[str, Type[Warning], str], ...] = (
      "the inferencer's visualizer has no save_dir; vtseg's API writes its outputs itself"),
 )
 
-# Lines mmengine logs (print_log at WARNING) that are harmless, as regular expressions.
+# Lines mmengine logs (print_log at WARNING) that are harmless: (start of the message as a regular
+# expression, why it is harmless).
 KNOWN_HARMLESS_LOGS: Tuple[Tuple[str, str], ...] = (
     (r'Failed to search registry with scope "mmseg" in the "function" registry tree',
      'mmseg 1.2.2 has no "function" registry: the collate function is mmengine\'s, found in '
      "mmengine's registry, which is exactly where the fallback looks"),
+    (r'The prefix is not set in metric class IoUMetric\.$',
+     "mmseg's IoUMetric has no default prefix: its results are logged as aAcc, mIoU and mAcc, the "
+     'names vtseg and mmseg use everywhere'),
+    (r'"FileClient" will be deprecated in future\.',
+     "mmengine's own CheckpointHook builds a FileClient in every training; no config asks for it"),
+    (r'"HardDiskBackend" is the alias of "LocalBackend" and the former will be deprecated in future\.$',
+     'the same FileClient, choosing its local-disk backend inside mmengine'),
 )
+
+# Whether the filters are on (hide_known_dependency_warnings ran, show_all_warnings did not since),
+# and the loggers that carry the log filter.
+_hiding = False
+_filtered_loggers: 'weakref.WeakSet[logging.Logger]' = weakref.WeakSet()
 
 
 class _KnownHarmlessLogFilter(logging.Filter):
-    """Drops the records whose message starts like one of :data:`KNOWN_HARMLESS_LOGS`."""
+    """Drops the WARNING records whose message starts like one of :data:`KNOWN_HARMLESS_LOGS`."""
 
     patterns = [re.compile(pattern) for pattern, _ in KNOWN_HARMLESS_LOGS]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
         message = record.getMessage()
         return not any(pattern.match(message) for pattern in self.patterns)
 
@@ -64,16 +84,51 @@ def hide_known_dependency_warnings(force: bool = False) -> bool:
         Whether they are hidden: not when ``sys.warnoptions`` is set (``python -W ...`` or
         ``PYTHONWARNINGS``) and ``force`` is false, so that those options show everything.
     """
+    global _hiding
     if sys.warnoptions and not force:
         return False
     for message, category, _ in KNOWN_HARMLESS_WARNINGS:
         warnings.filterwarnings('ignore', message=message, category=category)
+    _hiding = True
     if 'mmengine' in sys.modules or _importable('mmengine'):
         from mmengine.logging import MMLogger
-        logger = MMLogger.get_instance('mmengine')  # print_log(logger='current') outside a runner
-        if not any(isinstance(f, _KnownHarmlessLogFilter) for f in logger.filters):
-            logger.addFilter(_KnownHarmlessLogFilter())
+
+        # the logger of print_log(logger='current') outside a runner
+        filter_known_dependency_logs(MMLogger.get_instance('mmengine'))
     return True
+
+
+def filter_known_dependency_logs(logger: logging.Logger) -> bool:
+    """Drop the lines of :data:`KNOWN_HARMLESS_LOGS` from ``logger`` (e.g. ``runner.logger``:
+    each mmengine runner logs through an ``MMLogger`` of its own), while the known warnings are
+    hidden.
+
+    Returns:
+        Whether the filter is on ``logger``: not after :func:`show_all_warnings`, nor when
+        :func:`hide_known_dependency_warnings` did not hide anything.
+    """
+    if not _hiding:
+        return False
+    if not any(isinstance(f, _KnownHarmlessLogFilter) for f in logger.filters):
+        logger.addFilter(_KnownHarmlessLogFilter())
+        _filtered_loggers.add(logger)
+    return True
+
+
+def show_all_warnings() -> None:
+    """Show every warning and log line again (the tools' ``--verbose``).
+
+    Each warning shows once per place it is raised from, as with ``python -W default``
+    (deprecation warnings of every module included), and the log filter leaves the loggers
+    it was put on; :func:`filter_known_dependency_logs` then adds it to none.
+    """
+    global _hiding
+    warnings.simplefilter('default')  # first in the list: matches before the 'ignore' entries
+    _hiding = False
+    for logger in list(_filtered_loggers):
+        for log_filter in [f for f in logger.filters if isinstance(f, _KnownHarmlessLogFilter)]:
+            logger.removeFilter(log_filter)
+    _filtered_loggers.clear()
 
 
 def _importable(name: str) -> bool:
