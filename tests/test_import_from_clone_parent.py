@@ -9,9 +9,9 @@ from vtseg_testing import REPO
 SCRIPT = '''
 import vtseg
 from mmseg.registry import MODELS
-from vtseg.mm import VTFPN, VTResNet
+from vtseg.mm import VTFPNNeck, VTResNetBackbone
 print(vtseg.__file__)
-print(MODELS.get('VTResNet') is VTResNet and MODELS.get('VTFPN') is VTFPN)
+print(MODELS.get('VTResNet') is VTResNetBackbone and MODELS.get('VTFPN') is VTFPNNeck)
 '''
 
 

@@ -1,65 +1,98 @@
 import torch
+from layer_testing import as_map, as_pixels
 
-from vtseg.layers import Projector
+from vtseg.layers import Projector, record_attention
 from vtseg.utils.complexity import measure
 
 
-def reference_projector(x, t, w_q, w_k, w_v):
-    """Eq. 5 written out: X_out = X_in + softmax_L((X W_Q)(T W_K)^T) (T W_V)."""
+def reference_projector(x, t, w_q, w_k, w_v, scale=1.0):
+    """Eq. 5 written out per image: X_out = X_in + softmax_L((X W_Q)(T W_K)^T) (T W_V)."""
     out = []
-    for xb, tb in zip(x, t):
-        attn = torch.softmax((xb @ w_q) @ (tb @ w_k).t(), dim=1)  # (HW, L)
+    for xb, tb in zip(x, t):  # (HW, C), (L, C_T)
+        attn = torch.softmax(scale * (xb @ w_q) @ (tb @ w_k).t(), dim=1)  # (HW, L)
         out.append(xb + attn @ (tb @ w_v))
     return torch.stack(out)
 
 
-def test_projector_matches_equation():
+def test_projector_matches_equation_in_float64():
     torch.manual_seed(0)
-    proj = Projector(in_channels=6, token_channels=10, qk_channels=5, qk_scale=1.0).double()
-    x = torch.randn(2, 30, 6, dtype=torch.double)
-    t = torch.randn(2, 4, 10, dtype=torch.double)
-    expected = reference_projector(x, t, proj.query_weight.t(), proj.key.weight.t(), proj.value.weight.t())
-    torch.testing.assert_close(proj(x, t), expected)
+    for qk_scale in (1.0, None):
+        proj = Projector(in_channels=6, token_channels=10, qk_channels=5, qk_scale=qk_scale).double()
+        x = torch.randn(2, 30, 6, dtype=torch.double)
+        t = torch.randn(2, 4, 10, dtype=torch.double)
+        out = proj(as_map(x, 5, 6), t)
+        assert out.shape == (2, 6, 5, 6) and out.dtype == torch.double
+        expected = reference_projector(x, t, proj.query_weight.t(), proj.key.weight.t(), proj.value.weight.t(),
+                                       scale=proj.scale)
+        # float64 to the last bits: a float32 softmax would leave errors near 1e-7
+        torch.testing.assert_close(as_pixels(out), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_gradcheck_in_float64():
+    torch.manual_seed(0)
+    proj = Projector(in_channels=5, token_channels=7, qk_channels=3).double()
+    x = torch.randn(2, 5, 3, 4, dtype=torch.double, requires_grad=True)
+    t = torch.randn(2, 3, 7, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(proj, (x, t))
+    names = [n for n, _ in proj.named_parameters()]
+
+    def of_weights(*weights):
+        return torch.func.functional_call(proj, dict(zip(names, weights)), (x.detach(), t.detach()))
+    assert torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in proj.parameters()))
 
 
 def test_projector_is_pixelwise_and_token_order_free():
     torch.manual_seed(1)
     proj = Projector(in_channels=8, token_channels=8)
-    x, t = torch.randn(2, 20, 8), torch.randn(2, 5, 8)
+    x, t = torch.randn(2, 8, 4, 5), torch.randn(2, 5, 8)
     pix, tok = torch.randperm(20), torch.randperm(5)
-    torch.testing.assert_close(proj(x, t)[:, pix], proj(x[:, pix], t[:, tok]), rtol=1e-5, atol=1e-5)
+    shuffled = x.flatten(2)[:, :, pix].view(2, 8, 4, 5)
+    torch.testing.assert_close(proj(x, t).flatten(2)[:, :, pix], proj(shuffled, t[:, tok]).flatten(2),
+                               rtol=1e-5, atol=1e-5)
 
 
-def test_attention_rows_sum_to_one_over_tokens():
+def test_recorded_attention_sums_to_one_over_tokens():
     proj = Projector(in_channels=8, token_channels=16)
-    out, attn = proj(torch.randn(3, 12, 8), torch.randn(3, 4, 16), return_attn=True)
-    assert out.shape == (3, 12, 8) and attn.shape == (3, 12, 4)
-    torch.testing.assert_close(attn.sum(-1), torch.ones(3, 12))
+    with record_attention(proj) as attention:
+        out = proj(torch.randn(3, 8, 3, 4), torch.randn(3, 5, 16))
+    assert out.shape == (3, 8, 3, 4) and attention[''].shape == (3, 5, 3, 4)
+    torch.testing.assert_close(attention[''].sum(1), torch.ones(3, 3, 4))
 
 
 def test_identical_tokens_add_that_token_to_every_pixel():
     proj = Projector(in_channels=4, token_channels=4)  # C == C_T: W_V is the identity
     token = torch.randn(4)
-    x = torch.randn(1, 9, 4)
-    torch.testing.assert_close(proj(x, token.expand(1, 3, 4)), x + token, rtol=1e-5, atol=1e-6)
+    x = torch.randn(1, 4, 3, 3)
+    torch.testing.assert_close(proj(x, token.expand(1, 3, 4)), x + token.view(1, 4, 1, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_autocast_keeps_the_residual_in_the_maps_dtype():
+    torch.manual_seed(0)
+    proj = Projector(in_channels=16, token_channels=32)
+    x, t = torch.randn(2, 16, 8, 8) * 100, torch.randn(2, 4, 32) * 0.01  # a small update of a large map
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = proj(x, t)
+    assert out.dtype == torch.float32
+    # the update is computed in bfloat16, X_in is not rounded: a bfloat16 residual would be
+    # off by up to 100 * 2**-8 = 0.4
+    torch.testing.assert_close(out, proj(x, t), rtol=0, atol=1e-3)
 
 
 def test_gradients_reach_every_parameter():
     proj = Projector(in_channels=8, token_channels=12, qk_channels=6)
-    proj(torch.randn(2, 10, 8), torch.randn(2, 3, 12)).square().sum().backward()
+    proj(torch.randn(2, 8, 2, 5), torch.randn(2, 3, 12)).square().sum().backward()
     for name, p in proj.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
 def test_macs_count_every_projector_product():
     torch.manual_seed(0)
-    b, hw, c, c_t, tokens = 2, 64, 12, 20, 3
+    b, h, w, c, c_t, tokens = 2, 8, 8, 12, 20, 3
     proj = Projector(c, c_t).eval()
-    x, t = torch.randn(b, hw, c), torch.randn(b, tokens, c_t)
+    x, t = torch.randn(b, c, h, w), torch.randn(b, tokens, c_t)
     per_token = (c_t * c  # keys T W_K
                  + c * c  # per-token filters (T W_K) W_Q^T
-                 + c * hw  # logits
+                 + c * h * w  # logits
                  + c_t * c  # values T W_V
-                 + c * hw)  # (T W_V)^T A^T, the residual update
-    expected = b * tokens * per_token
-    assert measure(proj, (x, t)).gmacs * 1e9 == expected
+                 + c * h * w)  # (T W_V)^T A^T, the residual update
+    assert measure(proj, (x, t)).gmacs * 1e9 == b * tokens * per_token

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vtseg.layers import TokenFeedForward, TokenSelfAttention, TokenTransformer
+from vtseg.layers import TokenFeedForward, TokenSelfAttention, TokenTransformer, record_attention
 
 
 def reference_transformer(t, k, q, f1, f2):
@@ -14,13 +14,28 @@ def reference_transformer(t, k, q, f1, f2):
     return torch.stack(out)
 
 
-def test_transformer_matches_equations():
+def test_transformer_matches_equations_in_float64():
     torch.manual_seed(0)
     tf = TokenTransformer(channels=12, qk_channels=6, hidden_channels=20, qk_scale=1.0).double()
     t = torch.randn(3, 7, 12, dtype=torch.double)
     expected = reference_transformer(t, tf.attn.key.weight.t(), tf.attn.query.weight.t(),
                                      tf.ffn.fc1.weight.t(), tf.ffn.fc2.weight.t())
-    torch.testing.assert_close(tf(t), expected)
+    out = tf(t)
+    assert out.dtype == torch.double
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('num_heads', [1, 2])
+def test_gradcheck_in_float64(num_heads):
+    torch.manual_seed(0)
+    tf = TokenTransformer(channels=6, qk_channels=4, hidden_channels=5, num_heads=num_heads).double()
+    t = torch.randn(2, 3, 6, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(tf, (t,))
+    names = [n for n, _ in tf.named_parameters()]
+
+    def of_weights(*weights):
+        return torch.func.functional_call(tf, dict(zip(names, weights)), (t.detach(),))
+    assert torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in tf.parameters()))
 
 
 def test_default_scale_is_inverse_sqrt_head_width():
@@ -36,7 +51,7 @@ def test_multi_head_equals_per_head_attention():
     q = (t @ attn.query.weight.t()).view(5, 2, 3)
     v = t.view(5, 2, 4)
     heads = [torch.softmax(k[:, h] @ q[:, h].t() * attn.scale, dim=1) @ v[:, h] for h in range(2)]
-    torch.testing.assert_close(attn(t), t + torch.cat(heads, dim=1).unsqueeze(0))
+    torch.testing.assert_close(attn(t), t + torch.cat(heads, dim=1).unsqueeze(0), rtol=1e-12, atol=1e-12)
 
 
 def test_transformer_is_equivariant_to_token_permutation():
@@ -47,11 +62,12 @@ def test_transformer_is_equivariant_to_token_permutation():
     torch.testing.assert_close(tf(t)[:, perm], tf(t[:, perm]), rtol=1e-5, atol=1e-5)
 
 
-def test_attention_rows_sum_to_one():
+def test_recorded_attention_rows_sum_to_one():
     attn = TokenSelfAttention(channels=16, qk_channels=8, num_heads=2)
-    _, a = attn(torch.randn(3, 6, 16), return_attn=True)
-    assert a.shape == (3, 2, 6, 6)
-    torch.testing.assert_close(a.sum(-1), torch.ones(3, 2, 6))
+    with record_attention(attn) as attention:
+        attn(torch.randn(3, 6, 16))
+    assert attention[''].shape == (3, 2, 6, 6)
+    torch.testing.assert_close(attention[''].sum(-1), torch.ones(3, 2, 6))
 
 
 def test_large_logits_stay_finite():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vtseg.layers import VisualTransformer
+from vtseg.layers import VisualTransformer, record_attention
 
 
 @pytest.mark.parametrize('hw', [(14, 14), (7, 23), (1, 1), (33, 5)])
@@ -12,26 +12,51 @@ def test_any_size_and_batch(hw, batch):
     assert x.shape == (batch, 16, *hw) and t.shape == (batch, 4, 32)
 
 
-def test_recurrent_chain_and_attention_maps():
+def test_module_is_its_three_layers_in_order():
+    torch.manual_seed(0)
+    vt = VisualTransformer(8, num_tokens=3, token_channels=12).double()
+    x = torch.randn(2, 8, 4, 5, dtype=torch.double)
+    tokens = vt.transformer(vt.tokenizer(x))
+    out_x, out_t = vt(x)
+    torch.testing.assert_close(out_t, tokens, rtol=0, atol=0)
+    torch.testing.assert_close(out_x, vt.projector(x, tokens), rtol=0, atol=0)
+
+
+def test_recurrent_chain_and_recorded_attention():
     first = VisualTransformer(16, num_tokens=4, token_channels=32)
     second = VisualTransformer(16, token_channels=32, recurrent=True, with_projector=False)
-    maps = {}
-    x, t = first(torch.randn(2, 16, 5, 6), attn_maps=maps)
-    assert maps['tokenizer'].shape == (2, 30, 4) and maps['projector'].shape == (2, 30, 4)
-    torch.testing.assert_close(maps['tokenizer'].sum(1), torch.ones(2, 4))
-    torch.testing.assert_close(maps['projector'].sum(2), torch.ones(2, 30))
-    x2, t2 = second(x, t)
-    assert x2 is x and t2.shape == (2, 4, 32)  # no projector: pixels pass through
+    x = torch.randn(2, 16, 5, 6)
+    with record_attention(first) as attention:
+        x1, t1 = first(x)
+    assert attention['tokenizer'].shape == (2, 4, 5, 6) and attention['projector'].shape == (2, 4, 5, 6)
+    torch.testing.assert_close(attention['tokenizer'].sum((2, 3)), torch.ones(2, 4))
+    torch.testing.assert_close(attention['projector'].sum(1), torch.ones(2, 5, 6))
+    x2, t2 = second(x1, t1)
+    assert x2 is x1 and t2.shape == (2, 4, 32)  # no projector: pixels pass through
+    with pytest.raises(ValueError, match='previous module'):
+        second(x1)
 
 
-def test_attention_maps_do_not_change_output():
+def test_recording_does_not_change_output_and_stops_with_the_context():
     torch.manual_seed(0)
     vt = VisualTransformer(16, num_tokens=4, token_channels=32)
     x = torch.randn(2, 16, 6, 6)
     a = vt(x)
-    b = vt(x, attn_maps={})
+    with record_attention(vt) as attention, torch.no_grad():
+        b = vt(x)
+    assert set(attention) == {'tokenizer', 'transformer.attn', 'projector'}
+    vt(x)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in vt.modules())
     torch.testing.assert_close(a[0], b[0])
     torch.testing.assert_close(a[1], b[1])
+
+
+def test_gradcheck_in_float64():
+    torch.manual_seed(0)
+    vt = VisualTransformer(4, num_tokens=2, token_channels=6, qk_channels=2, hidden_channels=3,
+                           projector_qk_channels=3).double()
+    x = torch.randn(1, 4, 3, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: vt(x), (x,))
 
 
 def test_bfloat16_autocast_on_cpu_matches_float32():

@@ -1,4 +1,6 @@
 """vtseg's modules are reachable from mmseg configs, and behave like mmseg's own."""
+import inspect
+
 import pytest
 import torch
 from mmengine.registry import init_default_scope
@@ -43,12 +45,62 @@ def test_norm_cfg_builds_the_requested_norm():
     assert isinstance(backbone.layer2[0].bn1, torch.nn.GroupNorm)
 
 
-def test_neck_is_a_drop_in_for_fpn():
-    feats = [torch.randn(1, c, 64 // 2 ** i, 64 // 2 ** i) for i, c in enumerate([32, 64, 128, 256])]
-    fpn = MODELS.build(dict(type='FPN', in_channels=[32, 64, 128, 256], out_channels=16, num_outs=5))
-    vt = MODELS.build(dict(type='VTFPN', in_channels=[32, 64, 128, 256], out_channels=16, num_outs=5,
-                           norm_cfg=dict(type='BN'), act_cfg=dict(type='ReLU')))
+def test_neck_accepts_every_fpn_argument_with_fpn_defaults():
+    from mmseg.models.necks import FPN
+    from vtseg.mm import VTFPNNeck
+    fpn_args = inspect.signature(FPN.__init__).parameters
+    vt_args = inspect.signature(VTFPNNeck.__init__).parameters
+    for name, arg in fpn_args.items():
+        assert name in vt_args, name
+        assert vt_args[name].default == arg.default, name
+
+
+FPN_CASES = [
+    dict(num_outs=5),
+    dict(num_outs=4, start_level=1),
+    dict(num_outs=2, start_level=1, end_level=3),
+    dict(num_outs=6, add_extra_convs='on_input'),
+    dict(num_outs=6, add_extra_convs='on_lateral', relu_before_extra_convs=True),
+    dict(num_outs=6, add_extra_convs='on_output'),
+    dict(num_outs=5, add_extra_convs=True, extra_convs_on_inputs=True),
+    dict(num_outs=4, norm_cfg=dict(type='BN'), act_cfg=dict(type='ReLU'), no_norm_on_lateral=True),
+    dict(num_outs=4, upsample_cfg=dict(mode='bilinear', align_corners=False)),
+    dict(num_outs=4, upsample_cfg=dict(mode='nearest', scale_factor=2)),
+]
+
+
+@pytest.mark.parametrize('args', FPN_CASES)
+def test_neck_is_a_drop_in_for_fpn(args):
+    in_channels = [32, 64, 128, 256]
+    feats = [torch.randn(1, c, 64 // 2 ** i, 64 // 2 ** i) for i, c in enumerate(in_channels)]
+    fpn = MODELS.build(dict(type='FPN', in_channels=in_channels, out_channels=16, **args))
+    vt = MODELS.build(dict(type='VTFPN', in_channels=in_channels, out_channels=16, num_tokens=4,
+                           token_channels=32, **args))
     vt.init_weights()
     assert [o.shape for o in vt(feats)] == [o.shape for o in fpn(feats)]
-    with pytest.raises(NotImplementedError, match='add_extra_convs'):
-        MODELS.build(dict(type='VTFPN', in_channels=[8], out_channels=8, num_outs=2, add_extra_convs='on_input'))
+    # the convolutions FPN and VT-FPN share are built alike (norm, activation, input channels)
+    fpn_lateral = [type(m).__name__ for m in fpn.lateral_convs.modules()]
+    assert fpn_lateral == [type(m).__name__ for m in vt.lateral_convs.modules()]
+    extra = fpn.fpn_convs[len(fpn.lateral_convs):]
+    assert [m.conv.in_channels for m in extra] == [m.conv.in_channels for m in vt.extra_convs]
+
+
+def test_neck_loads_a_checkpoint_of_the_previous_layout():
+    # the parameter names did not change in the core redesign: these keys are what
+    # VT-FPN checkpoints trained before it hold
+    vt = MODELS.build(dict(type='VTFPN', in_channels=[8, 16], out_channels=8, num_outs=3, num_tokens=2,
+                           token_channels=16))
+    assert sorted(vt.state_dict()) == sorted([
+        'lateral_convs.0.conv.weight', 'lateral_convs.0.conv.bias', 'lateral_convs.1.conv.weight',
+        'lateral_convs.1.conv.bias', 'tokenizers.0.filters.weight', 'tokenizers.0.value.weight',
+        'tokenizers.1.filters.weight', 'tokenizers.1.value.weight', 'transformers.0.attn.key.weight',
+        'transformers.0.attn.query.weight', 'transformers.0.ffn.fc1.weight', 'transformers.0.ffn.fc2.weight',
+        'projectors.0.query_weight', 'projectors.0.key.weight', 'projectors.0.value.weight',
+        'projectors.1.query_weight', 'projectors.1.key.weight', 'projectors.1.value.weight'])
+
+
+def test_neck_rejects_what_it_cannot_honour():
+    with pytest.raises(ValueError, match='add_extra_convs'):
+        MODELS.build(dict(type='VTFPN', in_channels=[8], out_channels=8, num_outs=2, add_extra_convs='on_top'))
+    with pytest.raises(ValueError, match='no extra levels'):
+        MODELS.build(dict(type='VTFPN', in_channels=[8, 8], out_channels=8, num_outs=3, end_level=2))

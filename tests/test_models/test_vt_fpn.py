@@ -2,13 +2,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vtseg.layers import record_attention
 from vtseg.models import VTFPN
 
 IN_CHANNELS = [8, 16, 32, 64]
 
 
-def pyramid(batch=2, size=32):
-    return [torch.randn(batch, c, size // 2 ** i, size // 2 ** i) for i, c in enumerate(IN_CHANNELS)]
+def pyramid(batch=2, size=32, dtype=torch.float32):
+    return [torch.randn(batch, c, size // 2 ** i, size // 2 ** i, dtype=dtype) for i, c in enumerate(IN_CHANNELS)]
 
 
 def make(**kwargs):
@@ -17,20 +18,49 @@ def make(**kwargs):
                  token_channels=20, **kwargs)
 
 
-def test_matches_a_direct_restatement():
-    neck = make().double()
-    feats = [f.double() for f in pyramid()]
-    # FPN laterals and top-down sum
+def restatement(neck, feats, **upsample):
+    """Sec. 5 of the paper on FPN's laterals, written out level by level."""
+    upsample = upsample or dict(mode='nearest')
     lat = [conv(x) for conv, x in zip(neck.lateral_convs, feats)]
     for i in (3, 2, 1):
-        lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], mode='nearest')
-    pix = [x.flatten(2).transpose(1, 2) for x in lat]
-    # tokens of all levels through ONE transformer, then each level's projector
-    tokens = neck.transformers[0](torch.cat([t(p) for t, p in zip(neck.tokenizers, pix)], dim=1))
-    expected = [proj(p, t).transpose(1, 2).reshape(x.shape)
-                for proj, p, t, x in zip(neck.projectors, pix, tokens.split(3, dim=1), lat)]
-    for out, exp in zip(neck(feats), expected):
-        torch.testing.assert_close(out, exp)
+        lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], **upsample)
+    # the tokens of all levels through ONE transformer, then each level's projector
+    tokens = neck.transformers[0](torch.cat([t(x) for t, x in zip(neck.tokenizers, lat)], dim=1))
+    return [proj(x, t) for proj, x, t in zip(neck.projectors, lat, tokens.split(3, dim=1))]
+
+
+def test_matches_a_direct_restatement_in_float64():
+    neck = make().double()
+    feats = pyramid(dtype=torch.double)
+    for out, expected in zip(neck(feats), restatement(neck, feats)):
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('upsample_cfg', [dict(mode='bilinear', align_corners=True),
+                                          dict(mode='bilinear', align_corners=False), dict(mode='nearest')])
+def test_upsample_cfg_is_honoured(upsample_cfg):
+    neck = make(upsample_cfg=upsample_cfg).double()
+    feats = [torch.randn(1, c, s, s + 3, dtype=torch.double) for c, s in zip(IN_CHANNELS, (29, 15, 8, 4))]
+    for out, expected in zip(neck(feats), restatement(neck, feats, **upsample_cfg)):
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_upsample_by_scale_factor():
+    neck = make(upsample_cfg=dict(mode='nearest', scale_factor=2))
+    outs = neck(pyramid(size=32))
+    assert [o.shape[-1] for o in outs] == [32, 16, 8, 4]
+    with pytest.raises(RuntimeError):  # a scale factor that does not fit the pyramid fails loudly
+        neck([torch.randn(1, c, s, s) for c, s in zip(IN_CHANNELS, (29, 15, 8, 4))])
+
+
+def test_gradcheck_in_float64():
+    torch.manual_seed(0)
+    neck = VTFPN([3, 4], out_channels=4, num_outs=3, num_tokens=2, token_channels=6, qk_channels=2,
+                 hidden_channels=3, projector_qk_channels=3).double()
+    feats = (torch.randn(1, 3, 4, 4, dtype=torch.double, requires_grad=True),
+             torch.randn(1, 4, 2, 2, dtype=torch.double, requires_grad=True))
+    # fast mode (random projections of the Jacobian): the full one takes minutes for the 3 outputs
+    assert torch.autograd.gradcheck(lambda *f: neck(list(f)), feats, fast_mode=True)
 
 
 @pytest.mark.parametrize('shared', [True, False])
@@ -46,17 +76,42 @@ def test_shared_transformer_lets_fine_levels_inform_coarse_ones(shared):
     assert len(neck.transformers) == (1 if shared else 4)
 
 
-def test_extra_levels_and_attention_maps():
+def test_extra_levels_and_recorded_attention():
     neck = make(num_outs=6)
-    maps = []
-    outs = neck(pyramid(size=32), attn_maps=maps)
+    with record_attention(neck) as attention:
+        outs = neck(pyramid(size=32))
     assert [tuple(o.shape) for o in outs] == [(2, 12, s, s) for s in (32, 16, 8, 4, 2, 1)]
-    assert len(maps) == 4
-    for level, m in enumerate(maps):
-        hw = (32 // 2 ** level) ** 2
-        assert m['tokenizer'].shape == m['projector'].shape == (2, hw, 3)
-        torch.testing.assert_close(m['tokenizer'].sum(1), torch.ones(2, 3))
-        torch.testing.assert_close(m['projector'].sum(2), torch.ones(2, hw))
+    torch.testing.assert_close(outs[4], F.max_pool2d(outs[3], 1, stride=2))
+    assert sorted(attention) == sorted([f'tokenizers.{i}' for i in range(4)] + [f'projectors.{i}' for i in range(4)]
+                                       + ['transformers.0.attn'])
+    for level in range(4):
+        size = 32 // 2 ** level
+        tok, proj = attention[f'tokenizers.{level}'], attention[f'projectors.{level}']
+        assert tok.shape == proj.shape == (2, 3, size, size)
+        torch.testing.assert_close(tok.sum((2, 3)), torch.ones(2, 3))
+        torch.testing.assert_close(proj.sum(1), torch.ones(2, size, size))
+    assert attention['transformers.0.attn'].shape == (2, 1, 12, 12)  # 4 levels x 3 tokens
+
+
+@pytest.mark.parametrize('source', ['on_input', 'on_lateral', 'on_output'])
+def test_extra_convolutions(source):
+    neck = make(num_outs=6, add_extra_convs=source, relu_before_extra_convs=True)
+    assert len(neck.extra_convs) == 2
+    assert neck.extra_convs[0].in_channels == (64 if source == 'on_input' else 12)
+    outs = neck(pyramid(size=32))
+    assert [tuple(o.shape) for o in outs] == [(2, 12, s, s) for s in (32, 16, 8, 4, 2, 1)]
+
+
+def test_start_and_end_level_select_the_inputs():
+    neck = make(start_level=1, end_level=3, num_outs=2)
+    assert [conv.in_channels for conv in neck.lateral_convs] == [16, 32]
+    outs = neck(pyramid(size=32))
+    assert [tuple(o.shape) for o in outs] == [(2, 12, 16, 16), (2, 12, 8, 8)]
+    # levels outside the selection are not read
+    feats = pyramid(size=32)
+    changed = [feats[0] * 0, feats[1], feats[2], feats[3] * 0]
+    for a, b in zip(neck(feats), neck(changed)):
+        torch.testing.assert_close(a, b)
 
 
 def test_odd_sizes_and_gradients():
@@ -74,3 +129,9 @@ def test_bad_arguments():
         make()(pyramid()[:3])
     with pytest.raises(ValueError, match='num_outs'):
         VTFPN(IN_CHANNELS, 8, num_outs=2)
+    with pytest.raises(ValueError, match='no extra levels'):
+        VTFPN(IN_CHANNELS, 8, num_outs=4, end_level=3)
+    with pytest.raises(ValueError, match='select no levels'):
+        VTFPN(IN_CHANNELS, 8, num_outs=4, start_level=4)
+    with pytest.raises(ValueError, match='add_extra_convs'):
+        VTFPN(IN_CHANNELS, 8, num_outs=5, add_extra_convs='on_top')

@@ -36,6 +36,18 @@ def test_features_and_strides():
         model(torch.randn(1, 3, 32, 32))
 
 
+def test_gradcheck_in_float64():
+    torch.manual_seed(0)
+    # a narrow VT-ResNet-18: the real stages 1-4, VT modules of width 4
+    model = VTResNet(depth=18, num_classes=3, num_tokens=2, token_channels=4,
+                     vt_cfg=dict(qk_channels=2, hidden_channels=3, projector_qk_channels=2)).double().eval()
+    x = torch.randn(1, 3, 32, 32, dtype=torch.double, requires_grad=True)
+    # fast mode (random projections of the Jacobian) for the 3072 inputs
+    assert torch.autograd.gradcheck(model, (x,), fast_mode=True)
+    c4 = torch.randn(1, 256, 2, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda c4: model.forward_vt(c4), (c4,), fast_mode=True)  # VT modules alone
+
+
 def test_head_is_token_average_then_linear():
     model = vt_resnet18(num_classes=5).eval()
     tokens = torch.randn(2, 16, 1024)

@@ -1,12 +1,15 @@
-"""Visual Transformer layers (pure PyTorch; no OpenMMLab import)."""
+"""Visual Transformer layers (pure PyTorch; no OpenMMLab import).
+
+Feature maps are ``(B, C, H, W)``, tokens ``(B, L, C_T)``. Each layer's attention is
+the output of its ``attend`` submodule; :func:`record_attention` collects them.
+"""
+from .attention import AttentionWeights, record_attention
 from .projector import Projector
-from .rebuild import RebuildSlot, SavedInputRebuild
-from .tokenizer import FilterTokenizer, RecurrentTokenizer, pool_pixels
+from .tokenizer import FilterTokenizer, RecurrentTokenizer
 from .transformer import TokenFeedForward, TokenSelfAttention, TokenTransformer
 from .vt_module import VisualTransformer
 
 __all__ = [
-    'FilterTokenizer', 'RecurrentTokenizer', 'pool_pixels', 'TokenSelfAttention',
-    'TokenFeedForward', 'TokenTransformer', 'Projector', 'VisualTransformer',
-    'SavedInputRebuild', 'RebuildSlot',
+    'FilterTokenizer', 'RecurrentTokenizer', 'TokenSelfAttention', 'TokenFeedForward',
+    'TokenTransformer', 'Projector', 'VisualTransformer', 'AttentionWeights', 'record_attention',
 ]

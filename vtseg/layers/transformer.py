@@ -7,40 +7,23 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from .attention import AttentionWeights
+
 __all__ = ['TokenSelfAttention', 'TokenFeedForward', 'TokenTransformer']
-
-
-def scaled_logits(
-        queries: torch.Tensor,
-        keys: torch.Tensor,
-        scale: float,
-) -> torch.Tensor:
-    """Attention logits ``scale * Q K^T`` in float32 (softmax over many terms
-    loses precision in bfloat16).
-
-    Args:
-        queries: ``(..., N, D)``.
-        keys: ``(..., M, D)``.
-        scale: Multiplier of the dot products.
-
-    Returns:
-        ``(..., N, M)`` float32 logits.
-    """
-    return (queries @ keys.transpose(-2, -1)).float() * scale
 
 
 class TokenSelfAttention(nn.Module):
     """Self-attention over tokens (eq. 3): ``T + softmax_L((T K)(T Q)^T) T``.
 
-    The paper writes no value projection, no scale and no norm. We keep the
-    first two choices configurable:
+    The paper writes no value projection, no scale and no norm. We keep the first
+    two choices configurable:
 
-    * ``qk_scale``: ``None`` (default) scales logits by ``1/sqrt(d_head)``.
-      Unscaled logits of width-512 keys have a standard deviation of ~sqrt(512)
-      at initialisation, which saturates the softmax and starves its gradient;
-      pass ``qk_scale=1.0`` for the literal equation.
-    * ``num_heads``: 1 is the paper's single attention. With h heads the
-      key/query width and the (projection-free) values are split into h groups.
+    * ``qk_scale``: ``None`` (default) scales logits by ``1/sqrt(d_head)``. Unscaled
+      logits of width-512 keys have a standard deviation of ~sqrt(512) at
+      initialisation, which saturates the softmax and starves its gradient; pass
+      ``qk_scale=1.0`` for the literal equation.
+    * ``num_heads``: 1 is the paper's single attention. With h heads the key/query
+      width and the (projection-free) values are split into h groups.
 
     Args:
         channels: Token width C_T.
@@ -69,29 +52,22 @@ class TokenSelfAttention(nn.Module):
         self.scale = qk_scale if qk_scale is not None else (qk_channels // num_heads) ** -0.5
         self.key = nn.Linear(channels, qk_channels, bias=False)  # K
         self.query = nn.Linear(channels, qk_channels, bias=False)  # Q
+        self.attend = AttentionWeights(dim=-1)  # softmax over L
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         b, n, c = t.shape
         return t.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)  # (B, h, L, c/h)
 
-    def forward(self, tokens: torch.Tensor, return_attn: bool = False):
-        """
-        Args:
-            tokens: ``(B, L, C_T)``.
-            return_attn: Also return the token-to-token attention ``(B, h, L, L)``.
-
-        Returns:
-            tokens ``(B, L, C_T)`` [, attention ``(B, h, L, L)``, softmax over the last axis].
-        """
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: ``(B, L, C_T)`` -> ``(B, L, C_T)``."""
         b, n, c = tokens.shape
         # The paper's row i reads (T K)_i against every (T Q)_j.
-        k = self._split_heads(self.key(tokens))  # (B, h, L, d)
-        q = self._split_heads(self.query(tokens))  # (B, h, L, d)
-        v = self._split_heads(tokens)  # (B, h, L, C_T/h)
-        attn = scaled_logits(k, q, self.scale).softmax(dim=-1).to(v.dtype)  # (B, h, L, L)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, c)  # (B, h, L, C_T/h) -> (B, L, C_T)
-        out = tokens + out
-        return (out, attn) if return_attn else out
+        keys = self._split_heads(self.key(tokens))  # T K: (B, h, L, d)
+        queries = self._split_heads(self.query(tokens))  # T Q: (B, h, L, d)
+        values = self._split_heads(tokens)  # T: (B, h, L, C_T/h)
+        attn = self.attend(keys @ queries.transpose(-2, -1) * self.scale)  # (B, h, L, L)
+        out = attn.to(values.dtype) @ values  # (B, h, L, C_T/h)
+        return tokens + out.transpose(1, 2).reshape(b, n, c)  # (B, h, L, C_T/h) -> (B, L, C_T)
 
 
 class TokenFeedForward(nn.Module):

@@ -1,5 +1,5 @@
 """The VT module: tokenizer -> token transformer -> projector, on a feature map."""
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -74,33 +74,24 @@ class VisualTransformer(nn.Module):
             self,
             x: torch.Tensor,
             tokens: Optional[torch.Tensor] = None,
-            attn_maps: Optional[Dict[str, torch.Tensor]] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             x: Feature map, ``(B, C, H, W)``.
-            tokens: Previous module's tokens ``(B, L, C_T)``; required when recurrent.
-            attn_maps: If a dict is given, it receives ``'tokenizer'`` (``(B, HW, L)``,
-                softmax over HW) and, with a projector, ``'projector'``
-                (``(B, HW, L)``, softmax over L). Nothing is kept otherwise.
+            tokens: The previous module's tokens ``(B, L, C_T)``; required when recurrent.
 
         Returns:
             ``(x_out, tokens_out)``: ``(B, C, H, W)`` (``x`` itself without a
             projector) and ``(B, L, C_T)``.
         """
-        b, c, h, w = x.shape
-        want = attn_maps is not None
-        pixels = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, HW, C)
-        out = self.tokenizer(pixels, tokens, return_attn=want)
-        tokens, attn = out if want else (out, None)  # (B, L, C_T), (B, HW, L)
-        if want:
-            attn_maps['tokenizer'] = attn
-        tokens = self.transformer(tokens)  # (B, L, C_T)
-        if self.projector is None:
-            return x, tokens
-        out = self.projector(pixels, tokens, return_attn=want)
-        pixels, attn = out if want else (out, None)  # (B, HW, C), (B, HW, L)
-        if want:
-            attn_maps['projector'] = attn
-        x = pixels.transpose(1, 2).reshape(b, c, h, w)  # (B, HW, C) -> (B, C, H, W)
+        if self.recurrent:
+            if tokens is None:
+                raise ValueError('a recurrent VT module needs the previous module\'s tokens; '
+                                 'build the first module with recurrent=False')
+            tokens = self.tokenizer(x, tokens)  # eq. 2: (B, L, C_T)
+        else:
+            tokens = self.tokenizer(x)  # eq. 1: (B, L, C_T)
+        tokens = self.transformer(tokens)  # eq. 3, 4: (B, L, C_T)
+        if self.projector is not None:
+            x = self.projector(x, tokens)  # eq. 5: (B, C, H, W)
         return x, tokens

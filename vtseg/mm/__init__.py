@@ -2,20 +2,20 @@
 
 Importing this package (``import vtseg`` does it when mmsegmentation is
 installed, e.g. through ``custom_imports=dict(imports=['vtseg'])``) registers
-``VTResNet``, ``VTFPN`` and ``SwapLabelsSegTTAModel`` (flip test for left/right
-class pairs, see :mod:`.tta`) in mmseg's ``MODELS`` (and ``VTShapesDataset`` in
-``DATASETS``, and ``ContiguousSegLocalVisualizer`` in ``VISUALIZERS``, see
-:mod:`.visualizer`) and lets mmengine checkpoints load under torch's
-``weights_only`` unpickler (see :mod:`.checkpoint`).
+``VTResNet`` (:class:`.backbones.VTResNetBackbone`), ``VTFPN`` (:class:`.necks.VTFPNNeck`)
+and ``SwapLabelsSegTTAModel`` (flip test for left/right class pairs, see
+:mod:`.tta`) in mmseg's ``MODELS`` (and ``VTShapesDataset`` in ``DATASETS``, and
+``ContiguousSegLocalVisualizer`` in ``VISUALIZERS``, see :mod:`.visualizer`) and lets
+mmengine checkpoints load under torch's ``weights_only`` unpickler (see :mod:`.checkpoint`).
 With mmpretrain installed it also registers ``TokenPoolingClsHead`` in
 mmpretrain's ``MODELS`` (see :mod:`.pretrain`).
 """
 from importlib.util import find_spec
 
-from .backbones import VTResNet
+from .backbones import VTResNetBackbone
 from .checkpoint import allow_mmengine_checkpoints
 from .datasets import VTShapesDataset
-from .necks import VTFPN
+from .necks import VTFPNNeck
 from .tta import SwapLabelsSegTTAModel
 from .visualizer import ContiguousSegLocalVisualizer
 
@@ -24,5 +24,5 @@ allow_mmengine_checkpoints()
 if find_spec('mmpretrain') is not None:  # optional extra: pip install -e .[cls]
     from . import pretrain  # noqa: F401  (registers TokenPoolingClsHead)
 
-__all__ = ['VTResNet', 'VTFPN', 'VTShapesDataset', 'SwapLabelsSegTTAModel', 'ContiguousSegLocalVisualizer',
-           'allow_mmengine_checkpoints']
+__all__ = ['VTResNetBackbone', 'VTFPNNeck', 'VTShapesDataset', 'SwapLabelsSegTTAModel',
+           'ContiguousSegLocalVisualizer', 'allow_mmengine_checkpoints']

@@ -1,4 +1,4 @@
-"""``VTResNet`` as an mmseg backbone: VT-ResNet stages for decode heads and necks."""
+"""VT-ResNet as an mmseg backbone, registered as ``VTResNet``: VT-ResNet stages for decode heads and necks."""
 import copy
 from typing import Optional, Sequence, Tuple
 
@@ -9,14 +9,14 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmseg.registry import MODELS
-from vtseg.models import vt_resnet
+from vtseg.models.vt_resnet import VTResNet
 
-__all__ = ['VTResNet']
+__all__ = ['VTResNetBackbone']
 
 
-@MODELS.register_module()
-class VTResNet(vt_resnet.VTResNet, BaseModule):
-    """VT-ResNet backbone for dense prediction (registered in mmseg's ``MODELS``).
+@MODELS.register_module(name='VTResNet')
+class VTResNetBackbone(VTResNet, BaseModule):
+    """VT-ResNet backbone for dense prediction (registered in mmseg's ``MODELS`` as ``VTResNet``).
 
     The same module as :class:`vtseg.models.VTResNet` (same parameter names, so
     torchvision ResNet weights and VT-ResNet classifier checkpoints load through
@@ -48,15 +48,15 @@ class VTResNet(vt_resnet.VTResNet, BaseModule):
             (1-3), 4 also the VT modules.
         norm_cfg: Normalisation of the ResNet stages (e.g. ``dict(type='SyncBN')``).
         norm_eval: Keep BN layers in eval mode (frozen statistics) while training.
-        vt_cfg: Overrides of the VT module widths (see ``vt_resnet.arch_settings``).
+        vt_cfg: Overrides of the VT module widths (see ``vtseg.models.vt_resnet.arch_settings``).
         pretrained: Deprecated shortcut for ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
         init_cfg: mmengine initialisation config, e.g.
             ``dict(type='Pretrained', checkpoint='torchvision://resnet50')``.
 
     Example:
         >>> import torch
-        >>> from vtseg.mm import VTResNet
-        >>> model = VTResNet(depth=18).eval()
+        >>> from vtseg.mm import VTResNetBackbone
+        >>> model = VTResNetBackbone(depth=18).eval()
         >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 64, 64))]
         [(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4), (1, 256, 4, 4)]
     """
@@ -76,7 +76,8 @@ class VTResNet(vt_resnet.VTResNet, BaseModule):
             pretrained: Optional[str] = None,
             init_cfg: Optional[dict] = None,
     ) -> None:
-        super().__init__(
+        VTResNet.__init__(
+            self,
             depth=depth,
             num_classes=0,
             num_tokens=num_tokens,
@@ -114,7 +115,7 @@ class VTResNet(vt_resnet.VTResNet, BaseModule):
             for param in module.parameters():
                 param.requires_grad = False
 
-    def train(self, mode: bool = True) -> 'VTResNet':
+    def train(self, mode: bool = True) -> 'VTResNetBackbone':
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:

@@ -1,47 +1,55 @@
-"""``VTFPN`` as an mmseg neck: a drop-in replacement for mmseg's ``FPN``."""
+"""VT-FPN as an mmseg neck, registered as ``VTFPN``: a drop-in replacement for mmseg's ``FPN``."""
 import copy
-from typing import Optional, Sequence
+from typing import List, Optional, Union
 
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 
 from mmseg.registry import MODELS
-from vtseg.models import vt_fpn
+from vtseg.models.vt_fpn import VTFPN
 
-__all__ = ['VTFPN']
+__all__ = ['VTFPNNeck']
 
 
-@MODELS.register_module()
-class VTFPN(vt_fpn.VTFPN, BaseModule):
-    """VT-FPN neck (registered in mmseg's ``MODELS``); see :class:`vtseg.models.VTFPN`.
+@MODELS.register_module(name='VTFPN')
+class VTFPNNeck(VTFPN, BaseModule):
+    """:class:`vtseg.models.VTFPN` with mmseg ``FPN``'s arguments and ``init_cfg``.
 
-    Takes mmseg ``FPN``'s core arguments, so a Semantic FPN config switches by
-    changing ``type='FPN'`` to ``type='VTFPN'``; the VT arguments are extra.
+    Every argument of mmseg 1.2.2's ``FPN.__init__`` is accepted and honoured, so a
+    Semantic FPN or UPerNet-style config switches by changing ``type='FPN'`` to
+    ``type='VTFPN'``; the token arguments are extra. What FPN does with its 3x3
+    output convolutions, VT-FPN does with tokens (so ``norm_cfg``/``act_cfg`` apply
+    to the lateral and extra convolutions, which both have).
 
     Args:
         in_channels: Channels of each input level.
         out_channels: Channels of every output level.
-        num_outs: Number of output levels (extra levels are max-pooled).
+        num_outs: Number of output levels.
+        start_level: First input level used.
+        end_level: One past the last input level used (-1: all); no extra levels then.
+        add_extra_convs: Extra levels by stride-2 3x3 convolutions
+            (``'on_input'``, ``'on_lateral'``, ``'on_output'`` or ``True``) instead
+            of max-pooling (``False``, FPN's default).
+        extra_convs_on_inputs: FPN's older spelling: with ``add_extra_convs=True``,
+            ``True`` means ``'on_input'``, ``False`` ``'on_output'``.
+        relu_before_extra_convs: ReLU before every extra convolution but the first.
+        no_norm_on_lateral: No ``norm_cfg`` layer after the lateral convolutions.
+        conv_cfg: Convolution config of the lateral and extra convolutions.
+        norm_cfg: Normalisation after them (FPN default: none).
+        act_cfg: Activation after them (FPN default: none).
+        upsample_cfg: ``F.interpolate`` arguments of the top-down pathway (``mode``,
+            ``align_corners``, or ``scale_factor`` instead of the finer level's size).
         num_tokens: Visual tokens per level (paper: 8).
         token_channels: Token width (paper: 1024).
         share_transformer: One transformer across all levels (paper) or one per level.
-        add_extra_convs: Only ``False`` (FPN's default) is supported.
-        conv_cfg: Convolution config of the lateral convolutions.
-        norm_cfg: Normalisation after the lateral convolutions (FPN default: none).
-        act_cfg: Activation after the lateral convolutions (FPN default: none).
-        upsample_cfg: Interpolation of the top-down pathway (FPN's ``mode`` key).
-        rebuild_inputs: In training, rebuild each level's pre-projector map in the
-            backward pass from the level's output instead of keeping it (one feature
-            pyramid less memory; see :class:`vtseg.models.VTFPN`). Turn off if a head
-            modifies the neck outputs in place, or for double backward.
         vt_cfg: Extra token-transformer/projector arguments (``qk_channels``,
             ``hidden_channels``, ``projector_qk_channels``, ``num_heads``, ``qk_scale``).
         init_cfg: mmengine initialisation config (FPN's default: Xavier on convs).
 
     Example:
         >>> import torch
-        >>> from vtseg.mm import VTFPN
-        >>> neck = VTFPN(in_channels=[64, 128, 256, 256], out_channels=64, num_outs=4)
+        >>> from vtseg.mm import VTFPNNeck
+        >>> neck = VTFPNNeck(in_channels=[64, 128, 256, 256], out_channels=64, num_outs=4)
         >>> feats = [torch.rand(1, 64, 32, 32), torch.rand(1, 128, 16, 16),
         ...          torch.rand(1, 256, 8, 8), torch.rand(1, 256, 8, 8)]
         >>> [tuple(o.shape) for o in neck(feats)]
@@ -50,39 +58,52 @@ class VTFPN(vt_fpn.VTFPN, BaseModule):
 
     def __init__(
             self,
-            in_channels: Sequence[int],
+            in_channels: List[int],
             out_channels: int,
             num_outs: int,
-            num_tokens: int = 8,
-            token_channels: int = 1024,
-            share_transformer: bool = True,
-            add_extra_convs: bool = False,
+            start_level: int = 0,
+            end_level: int = -1,
+            add_extra_convs: Union[bool, str] = False,
+            extra_convs_on_inputs: bool = False,
+            relu_before_extra_convs: bool = False,
+            no_norm_on_lateral: bool = False,
             conv_cfg: Optional[dict] = None,
             norm_cfg: Optional[dict] = None,
             act_cfg: Optional[dict] = None,
             upsample_cfg: dict = dict(mode='nearest'),
-            rebuild_inputs: bool = True,
+            num_tokens: int = 8,
+            token_channels: int = 1024,
+            share_transformer: bool = True,
             vt_cfg: Optional[dict] = None,
             init_cfg: Optional[dict] = dict(type='Xavier', layer='Conv2d', distribution='uniform'),
     ) -> None:
-        if add_extra_convs:
-            raise NotImplementedError('VTFPN supports add_extra_convs=False only (extra levels '
-                                      'are max-pooled); Semantic FPN configs do not use it')
+        if add_extra_convs is True:
+            add_extra_convs = 'on_input' if extra_convs_on_inputs else 'on_output'
 
         def lateral_conv(cin: int, cout: int) -> ConvModule:
-            return ConvModule(cin, cout, 1, conv_cfg=conv_cfg, norm_cfg=norm_cfg,
+            return ConvModule(cin, cout, 1, conv_cfg=conv_cfg,
+                              norm_cfg=None if no_norm_on_lateral else norm_cfg,
                               act_cfg=act_cfg, inplace=False)
 
-        super().__init__(
+        def extra_conv(cin: int, cout: int) -> ConvModule:
+            return ConvModule(cin, cout, 3, stride=2, padding=1, conv_cfg=conv_cfg,
+                              norm_cfg=norm_cfg, act_cfg=act_cfg, inplace=False)
+
+        VTFPN.__init__(
+            self,
             in_channels,
             out_channels,
             num_outs,
+            start_level=start_level,
+            end_level=end_level,
+            add_extra_convs=add_extra_convs,
+            relu_before_extra_convs=relu_before_extra_convs,
             num_tokens=num_tokens,
             token_channels=token_channels,
             share_transformer=share_transformer,
+            upsample_cfg=upsample_cfg,
             lateral_conv=lateral_conv,
-            upsample_mode=upsample_cfg.get('mode', 'nearest'),
-            rebuild_inputs=rebuild_inputs,
+            extra_conv=extra_conv,
             **(vt_cfg or {}),
         )
         self.init_cfg = copy.deepcopy(init_cfg)

@@ -6,32 +6,47 @@ shared transformer, and project them back into each level's feature map.
 Compared with FPN's 3x3 output convolutions (most of its cost) the token work
 scales with ``HW * C * L`` instead of ``HW * C * C * 9``.
 """
-import contextlib
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from vtseg.layers import FilterTokenizer, Projector, TokenTransformer
-from vtseg.layers.rebuild import RebuildSlot, SavedInputRebuild
 
 __all__ = ['VTFPN']
 
+ConvFactory = Callable[[int, int], nn.Module]
 
-def _conv1x1(in_channels: int, out_channels: int) -> nn.Module:
+
+def conv1x1(in_channels: int, out_channels: int) -> nn.Module:
     return nn.Conv2d(in_channels, out_channels, kernel_size=1)
 
 
+def conv3x3_stride2(in_channels: int, out_channels: int) -> nn.Module:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
+
+
 class VTFPN(nn.Module):
-    """Lateral 1x1 convolutions and FPN's top-down sum, then tokens per level,
-    one transformer across levels, and a projector per level.
+    """FPN's lateral 1x1 convolutions and top-down sum, then tokens per level, one
+    transformer across levels, and a projector per level (where FPN has its 3x3
+    output convolutions).
+
+    The level selection and the extra levels follow mmseg's ``FPN`` argument for
+    argument, so that VT-FPN replaces it in any config.
 
     Args:
         in_channels: Channels of each input level (e.g. ``[256, 512, 1024, 2048]``).
         out_channels: Channels of every output level.
-        num_outs: Output levels; levels past the inputs are max-pooled from the
-            last one with stride 2, as mmseg's ``FPN`` does without extra convs.
+        num_outs: Output levels. Levels past the used inputs are max-pooled from the
+            last output with stride 2, or made by ``add_extra_convs``.
+        start_level: First input level used.
+        end_level: One past the last input level used; -1 means all. With an
+            ``end_level`` there are no extra levels (``num_outs == end_level - start_level``).
+        add_extra_convs: Extra levels by stride-2 3x3 convolutions instead of
+            max-pooling, on ``'on_input'`` (the last used input), ``'on_lateral'``
+            (its lateral map) or ``'on_output'`` (its output); ``True`` is ``'on_output'``.
+        relu_before_extra_convs: Apply ReLU before every extra convolution but the first.
         num_tokens: Visual tokens per level (paper: 8).
         token_channels: Token width C_T (paper: 1024).
         share_transformer: Relate the tokens of all levels in one transformer
@@ -41,16 +56,13 @@ class VTFPN(nn.Module):
         projector_qk_channels: Projector key/query width (default ``out_channels``).
         num_heads: Heads of the token self-attention.
         qk_scale: Attention logit multiplier; ``None`` is ``1/sqrt(width)``.
+        upsample_cfg: Keyword arguments of ``F.interpolate`` for the top-down pathway
+            (``mode``, ``align_corners``, or ``scale_factor`` instead of the finer
+            level's size), as in mmseg's ``FPN``.
         lateral_conv: ``f(in_channels, out_channels) -> nn.Module`` building each
             lateral 1x1 convolution (the mmseg adapter adds norm/activation here).
-        upsample_mode: Interpolation of the top-down pathway.
-        rebuild_inputs: In training, do not keep each level's pre-projector map for
-            the backward pass; rebuild it there from the level's output, which the
-            head keeps anyway, as ``X = Y - A (T W_V)`` (see
-            :mod:`vtseg.layers.rebuild`). One feature pyramid less at the peak of a
-            training step, for one rank-L product per level; gradients equal up to
-            rounding. Outputs must then not be modified in place before backward
-            (that raises), and double backward is unsupported.
+        extra_conv: ``f(in_channels, out_channels) -> nn.Module`` building each
+            stride-2 extra convolution.
 
     Example:
         >>> neck = VTFPN(in_channels=[256, 512, 1024, 2048], out_channels=256, num_outs=4)
@@ -65,6 +77,10 @@ class VTFPN(nn.Module):
             in_channels: Sequence[int],
             out_channels: int,
             num_outs: int,
+            start_level: int = 0,
+            end_level: int = -1,
+            add_extra_convs: Union[bool, str] = False,
+            relu_before_extra_convs: bool = False,
             num_tokens: int = 8,
             token_channels: int = 1024,
             share_transformer: bool = True,
@@ -73,134 +89,56 @@ class VTFPN(nn.Module):
             projector_qk_channels: Optional[int] = None,
             num_heads: int = 1,
             qk_scale: Optional[float] = None,
-            lateral_conv: Callable[[int, int], nn.Module] = _conv1x1,
-            upsample_mode: str = 'nearest',
-            rebuild_inputs: bool = True,
+            upsample_cfg: Optional[dict] = None,
+            lateral_conv: ConvFactory = conv1x1,
+            extra_conv: ConvFactory = conv3x3_stride2,
     ) -> None:
         super().__init__()
-        if num_outs < len(in_channels):
-            raise ValueError(f'num_outs={num_outs} is smaller than the {len(in_channels)} input levels')
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         self.num_outs = num_outs
+        self.start_level = start_level
+        self.end_level = len(self.in_channels) if end_level == -1 else end_level
+        if not 0 <= start_level < self.end_level <= len(self.in_channels):
+            raise ValueError(f'start_level={start_level}, end_level={end_level} select no levels '
+                             f'of the {len(self.in_channels)} inputs')
+        levels = self.end_level - start_level
+        if end_level != -1 and num_outs != levels:
+            raise ValueError(f'with end_level={end_level} there are no extra levels: num_outs must be '
+                             f'{levels}, got {num_outs}')
+        if num_outs < levels:
+            raise ValueError(f'num_outs={num_outs} is smaller than the {levels} input levels used')
+        if add_extra_convs is True:
+            add_extra_convs = 'on_output'
+        if add_extra_convs not in (False, 'on_input', 'on_lateral', 'on_output'):
+            raise ValueError(f"add_extra_convs must be False, True, 'on_input', 'on_lateral' or "
+                             f"'on_output', got {add_extra_convs!r}")
+        self.add_extra_convs = add_extra_convs
+        self.relu_before_extra_convs = relu_before_extra_convs
+        self.upsample_cfg = dict(mode='nearest') if upsample_cfg is None else dict(upsample_cfg)
         self.num_tokens = num_tokens
         self.share_transformer = share_transformer
-        self.upsample_mode = upsample_mode
-        self.rebuild_inputs = rebuild_inputs
-        levels = len(in_channels)
 
-        self.lateral_convs = nn.ModuleList(lateral_conv(c, out_channels) for c in in_channels)
+        self.lateral_convs = nn.ModuleList(
+            lateral_conv(c, out_channels) for c in self.in_channels[start_level:self.end_level])
         self.tokenizers = nn.ModuleList(
             FilterTokenizer(out_channels, num_tokens, token_channels) for _ in range(levels))
-
-        def transformer() -> TokenTransformer:
-            return TokenTransformer(
-                token_channels,
-                qk_channels=qk_channels,
-                hidden_channels=hidden_channels,
-                num_heads=num_heads,
-                qk_scale=qk_scale,
-            )
         self.transformers = nn.ModuleList(
-            transformer() for _ in range(1 if share_transformer else levels))
+            TokenTransformer(token_channels, qk_channels=qk_channels, hidden_channels=hidden_channels,
+                             num_heads=num_heads, qk_scale=qk_scale)
+            for _ in range(1 if share_transformer else levels))
         self.projectors = nn.ModuleList(
-            Projector(out_channels, token_channels, qk_channels=projector_qk_channels,
-                      qk_scale=qk_scale) for _ in range(levels))
+            Projector(out_channels, token_channels, qk_channels=projector_qk_channels, qk_scale=qk_scale)
+            for _ in range(levels))
+        extra_in = [self.in_channels[self.end_level - 1] if i == 0 and add_extra_convs == 'on_input'
+                    else out_channels for i in range(num_outs - levels)]
+        self.extra_convs = nn.ModuleList(
+            extra_conv(c, out_channels) for c in (extra_in if add_extra_convs else []))
 
-    def _add_upsampled(
-            self,
-            fine: torch.Tensor,
-            coarse: torch.Tensor,
-            overwrite_fine: bool = False,
-    ) -> torch.Tensor:
-        """FPN's top-down step: ``fine + interpolate(coarse, size=fine.shape[2:])``.
-
-        Nearest interpolation by exactly 2 (every level of an even-sized input)
-        repeats each coarse column twice and each coarse row twice. Only the
-        column repeat is materialised, at half the size of the fine map, by an
-        expand + reshape (on CPU ~9x faster than ``F.interpolate``'s nearest
-        kernel for the same copy); the row repeat is a broadcast. Same numbers,
-        and it saves a pass over, and a page-faulting allocation of, the largest
-        map. With ``overwrite_fine`` and autograd off (inference) the sum is
-        written into ``fine``.
-        """
-        b, c, h, w = fine.shape
-        # (not while tracing for export: traced graphs do not carry writes through views)
-        inplace = overwrite_fine and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-        if self.upsample_mode != 'nearest' or (h, w) != (2 * coarse.shape[2], 2 * coarse.shape[3]):
-            up = F.interpolate(coarse, size=(h, w), mode=self.upsample_mode)
-            return fine.add_(up) if inplace else fine + up
-        # (B, C, h/2, w/2) -> (B, C, h/2, w/2, 2) -> (B, C, h/2, 1, w): every column twice;
-        # the singleton row axis lets each row be read by two fine rows.
-        columns = coarse.unsqueeze(-1).expand(b, c, h // 2, w // 2, 2).reshape(b, c, h // 2, 1, w)
-        fine5 = fine.view(b, c, h // 2, 2, w)  # (B, C, h, w) -> (B, C, h/2, 2, w)
-        if inplace:
-            return fine5.add_(columns).view(b, c, h, w)  # fine's own memory
-        return (fine5 + columns).reshape(b, c, h, w)  # a view
-
-    def _rebuilding(self) -> bool:
-        """Whether this forward drops the pre-projector maps from autograd's saved tensors."""
-        return (self.rebuild_inputs and torch.is_grad_enabled() and SavedInputRebuild.available()
-                and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
-
-    def _tokens_and_projection(
-            self,
-            laterals: List[torch.Tensor],
-            owned: List[bool],
-            slots: List[Optional[RebuildSlot]],
-            want: bool,
-    ) -> Tuple[List[torch.Tensor], List[dict]]:
-        """Tokens per level, one transformer, a projector per level.
-
-        Args:
-            laterals: The top-down maps ``(B, C, H_i, W_i)``.
-            owned: Per level, whether the map may be overwritten (inference).
-            slots: Per level, where to register the map's rebuild (training), or ``None``.
-            want: Return the attention maps.
-
-        Returns:
-            The projected maps ``(B, C, H_i, W_i)`` and one ``{'tokenizer', 'projector'}``
-            dict of attentions per level (``None`` values unless ``want``).
-        """
-        pixels, tokens, maps = [], [], []
-        for tokenizer, x in zip(self.tokenizers, laterals):
-            p = x.flatten(2).transpose(1, 2)  # (B, C, H_i, W_i) -> (B, H_i*W_i, C)
-            out = tokenizer(p, return_attn=want)
-            t, a = out if want else (out, None)  # (B, L, C_T), (B, H_i*W_i, L)
-            pixels.append(p)
-            tokens.append(t)
-            maps.append({'tokenizer': a})
-
-        if self.share_transformer:
-            # One transformer over the tokens of every level at once.
-            related = self.transformers[0](torch.cat(tokens, dim=1))  # (B, levels*L, C_T)
-            tokens = list(related.split([t.shape[1] for t in tokens], dim=1))  # levels x (B, L, C_T)
-        else:
-            tokens = [tf(t) for tf, t in zip(self.transformers, tokens)]
-
-        outs = []
-        for projector, x, own, p, t, m, slot in zip(
-                self.projectors, laterals, owned, pixels, tokens, maps, slots):
-            y, a = projector(p, t, return_attn=True, overwrite_input=own)  # (B, HW_i, C), (B, HW_i, L)
-            if slot is not None:
-                def rebuild(y, t, a, proj=projector, shape=x.shape):
-                    # (B, HW_i, C) view -> its contiguous (B, C, HW_i) base -> (B, C, H_i, W_i)
-                    return proj.reconstruct_input(y, t, a).transpose(1, 2).reshape(shape)
-                slot.rebuild_from(rebuild, y, t, a)
-            m['projector'] = a if want else None
-            outs.append(y.transpose(1, 2).reshape(x.shape))  # (B, H_i*W_i, C) -> (B, C, H_i, W_i)
-        return outs, maps
-
-    def forward(
-            self,
-            inputs: Sequence[torch.Tensor],
-            attn_maps: Optional[List[dict]] = None,
-    ) -> Tuple[torch.Tensor, ...]:
+    def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         """
         Args:
-            inputs: One map per level, ``(B, C_i, H_i, W_i)``, finest first.
-            attn_maps: If a list is given, one dict per input level is appended
-                with ``'tokenizer'`` and ``'projector'`` attentions ``(B, H_i*W_i, L)``.
+            inputs: One map per input level, ``(B, C_i, H_i, W_i)``, finest first.
 
         Returns:
             ``num_outs`` maps ``(B, out_channels, H_i, W_i)``.
@@ -208,21 +146,41 @@ class VTFPN(nn.Module):
         if len(inputs) != len(self.in_channels):
             raise ValueError(f'VTFPN was built for {len(self.in_channels)} levels, '
                              f'got {len(inputs)} feature maps')
-        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
-        # The laterals are this forward's own maps (unless a lateral module passed
-        # its input through): during inference they may be overwritten in place.
-        owned = [lat is not x for lat, x in zip(laterals, inputs)]
-        for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = self._add_upsampled(laterals[i - 1], laterals[i], owned[i - 1])
+        used = inputs[self.start_level:self.end_level]
+        laterals = [conv(x) for conv, x in zip(self.lateral_convs, used)]  # (B, C, H_i, W_i)
+        for i in range(len(laterals) - 1, 0, -1):  # top-down: coarse into fine
+            laterals[i - 1] = laterals[i - 1] + self.upsample(laterals[i], laterals[i - 1].shape[2:])
 
-        want = attn_maps is not None
-        rebuild = SavedInputRebuild() if self._rebuilding() else None
-        slots = [rebuild.register(x) if rebuild and own else None for x, own in zip(laterals, owned)]
-        with rebuild or contextlib.nullcontext():
-            outs, maps = self._tokens_and_projection(laterals, owned, slots, want)
-        if want:
-            attn_maps.extend(maps)
+        tokens = [tokenize(x) for tokenize, x in zip(self.tokenizers, laterals)]  # (B, L, C_T) each
+        if self.share_transformer:
+            related = self.transformers[0](torch.cat(tokens, dim=1))  # all levels: (B, levels*L, C_T)
+            tokens = related.split(self.num_tokens, dim=1)  # levels x (B, L, C_T)
+        else:
+            tokens = [transform(t) for transform, t in zip(self.transformers, tokens)]
+        outs = [project(x, t) for project, x, t in zip(self.projectors, laterals, tokens)]  # (B, C, H_i, W_i)
+        return tuple(outs + self.extra_levels(used[-1], laterals[-1], outs[-1]))
 
-        while len(outs) < self.num_outs:
-            outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-        return tuple(outs)
+    def upsample(self, coarse: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """``coarse`` interpolated to the finer level's ``size`` (or by ``scale_factor``)."""
+        if 'scale_factor' in self.upsample_cfg:
+            return F.interpolate(coarse, **self.upsample_cfg)
+        return F.interpolate(coarse, size=size, **self.upsample_cfg)
+
+    def extra_levels(
+            self,
+            last_input: torch.Tensor,
+            last_lateral: torch.Tensor,
+            last_output: torch.Tensor,
+    ) -> List[torch.Tensor]:
+        """The ``num_outs - levels`` coarser maps: max-pooled, or by the extra convolutions."""
+        extra: List[torch.Tensor] = []
+        num_extra = self.num_outs - len(self.projectors)
+        if not self.add_extra_convs:
+            for _ in range(num_extra):
+                extra.append(F.max_pool2d((extra or [last_output])[-1], 1, stride=2))
+            return extra
+        source = {'on_input': last_input, 'on_lateral': last_lateral, 'on_output': last_output}
+        extra.append(self.extra_convs[0](source[self.add_extra_convs]))
+        for conv in self.extra_convs[1:]:
+            extra.append(conv(F.relu(extra[-1]) if self.relu_before_extra_convs else extra[-1]))
+        return extra

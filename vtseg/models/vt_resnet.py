@@ -132,27 +132,18 @@ class VTResNet(nn.Module):
         c4 = self.layer3(c3)  # (B, C, H/16, W/16)
         return [c2, c3, c4]
 
-    def forward_vt(
-            self,
-            x: torch.Tensor,
-            attn_maps: Optional[List[Dict[str, torch.Tensor]]] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward_vt(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Run the VT modules on the stage-4 map.
 
         Args:
             x: ``(B, C, H/16, W/16)``.
-            attn_maps: If a list is given, one dict per module is appended
-                (see :meth:`VisualTransformer.forward`).
 
         Returns:
             The projected map ``(B, C, H/16, W/16)`` and the last tokens ``(B, L, C_T)``.
         """
         tokens = None
         for module in self.vt_modules:
-            maps = {} if attn_maps is not None else None
-            x, tokens = module(x, tokens, attn_maps=maps)
-            if maps is not None:
-                attn_maps.append(maps)
+            x, tokens = module(x, tokens)
         return x, tokens
 
     def forward_features(self, x: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
