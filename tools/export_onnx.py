@@ -23,8 +23,9 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
-from vtseg.utils.export import (DEFAULT_OPSET, SegmentorLogits, export_onnx, max_abs_diff,
-                                onnx_session, run_onnx)
+from vtseg.apis import InferenceSetupError, build_model, load_config, load_weights
+from vtseg.mm import allow_mmengine_checkpoints
+from vtseg.utils.export import DEFAULT_OPSET, SegmentorLogits, export_onnx, max_abs_diff, onnx_session, run_onnx
 
 CLASSIFIERS = ('vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101')
 
@@ -61,49 +62,25 @@ def fail(message: str) -> None:
 
 
 def build(args: argparse.Namespace) -> Tuple[nn.Module, str, bool]:
-    """(module to export, display name, is_segmentor)."""
+    """(module to export, display name, is_segmentor), weights from ``--checkpoint`` if given."""
     if args.model.endswith('.py'):
-        if not osp.isfile(args.model):
-            fail(f'config file not found: {args.model}')
-        from mmengine.config import Config
-        from mmengine.model import revert_sync_batchnorm
-        from mmengine.registry import init_default_scope
-        from mmseg.registry import MODELS
-        import vtseg  # noqa: F401  (registers VTResNet / VTFPN)
-        cfg = Config.fromfile(args.model)
-        init_default_scope(cfg.get('default_scope', 'mmseg'))
-        model_cfg = cfg.model
-        if model_cfg.get('type') not in ('EncoderDecoder', 'CascadeEncoderDecoder'):
-            fail(f'{args.model} is not an mmseg segmentor config (model type '
-                 f'{model_cfg.get("type")!r}); classifiers export by name: '
-                 f'{", ".join(CLASSIFIERS)}')
-        model_cfg.pop('pretrained', None)  # weights come from --checkpoint, nothing is downloaded
-        model_cfg.get('backbone', {}).pop('init_cfg', None)
-        if args.num_classes is not None:
-            model_cfg.decode_head.num_classes = args.num_classes
-        model = revert_sync_batchnorm(MODELS.build(model_cfg))  # SyncBN has no ONNX form
-        load(model, args.checkpoint)
+        cfg = load_config(args.model)
+        model_type = cfg.model.get('type')
+        if model_type not in ('EncoderDecoder', 'CascadeEncoderDecoder'):
+            fail(f'{args.model} is not an mmseg segmentor config (model type {model_type!r}); '
+                 f'classifiers export by name: {", ".join(CLASSIFIERS)}')
+        options = {} if args.num_classes is None else {'model.decode_head.num_classes': args.num_classes}
+        # SyncBN, which has no ONNX form, is BN in the built model
+        model = build_model(cfg, args.checkpoint, cfg_options=options)
         return SegmentorLogits(model), osp.splitext(osp.basename(args.model))[0], True
     if args.model not in CLASSIFIERS:
         fail(f'unknown model {args.model!r}: give a segmentor config (.py) or one of '
              f'{", ".join(CLASSIFIERS)}')
     import vtseg.models
     model = getattr(vtseg.models, args.model)(num_classes=args.num_classes or 1000)
-    load(model, args.checkpoint)
+    if args.checkpoint is not None:
+        load_weights(model, args.checkpoint, args.model)
     return model, args.model, False
-
-
-def load(model: nn.Module, checkpoint: str) -> None:
-    if checkpoint is None:
-        return
-    if not osp.isfile(checkpoint):
-        fail(f'checkpoint not found: {checkpoint}')
-    from mmengine.runner import load_checkpoint
-    import vtseg  # noqa: F401  (allows mmengine checkpoints under torch's weights_only loading)
-    try:
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
-    except (RuntimeError, KeyError) as e:
-        fail(f'{checkpoint} does not fit {type(model).__name__}: {str(e).splitlines()[0]}')
 
 
 def main(argv=None) -> None:
@@ -115,7 +92,11 @@ def main(argv=None) -> None:
     if verify and find_spec('onnxruntime') is None:
         fail("onnxruntime is not installed (pip install onnxruntime 'numpy<2'), "
              'or pass --no-verify')
-    model, name, segmentor = build(args)
+    allow_mmengine_checkpoints()  # training checkpoints (with message-hub state) load under weights_only
+    try:
+        model, name, segmentor = build(args)
+    except InferenceSetupError as err:
+        fail(str(err))
     model.eval()
     shape = args.shape or [512 if segmentor else 224]
     h, w = (shape * 2)[:2]

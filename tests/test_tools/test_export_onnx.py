@@ -12,7 +12,6 @@ import sys
 
 import pytest
 import torch
-
 from vtseg_testing import REPO
 
 onnx = pytest.importorskip('onnx', reason="onnx is not installed (pip install onnx 'numpy<2')")
@@ -63,6 +62,7 @@ def test_vt_fpn_segmentor_matches_pytorch(config, tmp_path, capsys):
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
+
     from vtseg.utils.export import SegmentorLogits
 
     cfg = Config.fromfile(osp.join(VTSHAPES, config))
@@ -106,8 +106,8 @@ def test_vt_resnet_with_dynamic_batch_and_size(tmp_path):
 
 @pytest.mark.parametrize('args,message', [
     (['vt_resnet7'], "unknown model 'vt_resnet7'"),
-    (['missing.py'], 'config file not found: missing.py'),
-    (['vt_resnet18', '--checkpoint', 'missing.pth'], 'checkpoint not found: missing.pth'),
+    (['missing.py'], 'config missing.py not found'),
+    (['vt_resnet18', '--checkpoint', 'missing.pth'], 'checkpoint missing.pth not found'),
     (['configs/vt_resnet/vt-resnet18_8xb32_in1k.py'], 'is not an mmseg segmentor config'),
 ])
 def test_bad_input_is_one_clear_error_and_writes_nothing(args, message, tmp_path):
@@ -129,5 +129,6 @@ def test_wrong_checkpoint_is_refused_by_the_script(tmp_path):
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 1
     err = proc.stderr.strip()
-    assert err.startswith(f'error: {ckpt} does not fit VTResNet') and '\n' not in err
+    assert err.startswith(f'error: checkpoint {ckpt} does not fit vt_resnet18: ') and '\n' not in err
+    assert 'fc.bias: (3,) in the checkpoint, (1000,) in the model' in err
     assert not out.exists()
