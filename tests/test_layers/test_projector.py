@@ -96,3 +96,15 @@ def test_macs_count_every_projector_product():
                  + c_t * c  # values T W_V
                  + c * h * w)  # (T W_V)^T A^T, the residual update
     assert measure(proj, (x, t)).gmacs * 1e9 == b * tokens * per_token
+
+
+def test_in_place_writes_the_same_result_into_the_input():
+    torch.manual_seed(0)
+    proj = Projector(in_channels=8, token_channels=12)
+    x, t = torch.randn(2, 8, 5, 6), torch.randn(2, 4, 12)
+    expected = proj(x, t)
+    with torch.no_grad():
+        out = proj(x, t, in_place=True)
+    assert out.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(x, expected)

@@ -135,3 +135,47 @@ def test_bad_arguments():
         VTFPN(IN_CHANNELS, 8, num_outs=4, start_level=4)
     with pytest.raises(ValueError, match='add_extra_convs'):
         VTFPN(IN_CHANNELS, 8, num_outs=5, add_extra_convs='on_top')
+
+
+# Inference writes into the laterals and adds nearest-2x upsampling as a broadcast (the neck's
+# measured fast paths); these tests hold them to the plain formulation.
+
+@pytest.mark.parametrize('args', [dict(), dict(num_outs=6, add_extra_convs='on_lateral'),
+                                  dict(num_outs=5, add_extra_convs='on_input'),
+                                  dict(upsample_cfg=dict(mode='bilinear', align_corners=False))])
+@pytest.mark.parametrize('sizes', [(32, 16, 8, 4), (29, 15, 8, 4)])
+def test_inference_equals_the_recorded_forward(args, sizes):
+    neck = make(**args).eval()
+    feats = [torch.randn(2, c, s, s) for c, s in zip(IN_CHANNELS, sizes)]
+    copies = [f.clone() for f in feats]
+    expected = neck(feats)  # autograd recording: nothing is written in place
+    with torch.no_grad():
+        got = neck(feats)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+    for f, c in zip(feats, copies):
+        torch.testing.assert_close(f, c, rtol=0, atol=0)  # the caller's maps are never written
+
+
+def test_top_down_sum_equals_interpolation():
+    neck = make()
+    cases = [(torch.randn(2, 12, 16, 16), torch.randn(2, 12, 8, 8)),  # exact 2x: broadcast
+             (torch.randn(1, 12, 15, 9), torch.randn(1, 12, 8, 5)),  # odd: interpolation
+             (torch.randn(1, 12, 16, 16).contiguous(memory_format=torch.channels_last), torch.randn(1, 12, 8, 8))]
+    for fine, coarse in cases:
+        expected = fine + F.interpolate(coarse, size=fine.shape[2:], mode='nearest')
+        torch.testing.assert_close(neck.add_upsampled(fine, coarse), expected, rtol=0, atol=0)
+        out = neck.add_upsampled(fine, coarse, in_place=True)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        assert out.data_ptr() == fine.data_ptr()  # written into fine, no new map
+
+
+def test_a_pass_through_lateral_keeps_the_callers_map():
+    neck = VTFPN([12, 12], out_channels=12, num_outs=2, num_tokens=3, token_channels=20,
+                 lateral_conv=lambda cin, cout: torch.nn.Identity())
+    feats = [torch.randn(1, 12, 8, 8), torch.randn(1, 12, 4, 4)]
+    copies = [f.clone() for f in feats]
+    with torch.no_grad():
+        neck(feats)
+    for f, c in zip(feats, copies):
+        torch.testing.assert_close(f, c, rtol=0, atol=0)

@@ -57,11 +57,13 @@ class Projector(nn.Module):
                       else nn.Linear(token_channels, in_channels, bias=False))  # W_V
         self.attend = AttentionWeights(dim=1)  # softmax over L of (B, L, HW)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, in_place: bool = False) -> torch.Tensor:
         """
         Args:
             x: Feature map ``X_in``, ``(B, C, H, W)``.
             tokens: ``(B, L, C_T)``.
+            in_place: Write ``X_out`` into ``x``'s memory, for a caller that owns ``x`` and
+                no longer needs it, with autograd off (see :class:`~vtseg.models.VTFPN`).
 
         Returns:
             ``X_out``, ``(B, C, H, W)``.
@@ -72,6 +74,7 @@ class Projector(nn.Module):
         filters = keys @ self.query_weight * self.scale
         # logits^T = K W_Q^T X_in^T: (B, L, C) @ (B, C, HW) -> (B, L, HW)
         attn = self.attend(filters @ pixels).to(x.dtype)  # A^T, softmax over L
-        values = self.value(tokens).transpose(1, 2)  # (T W_V)^T: (B, C, L)
-        out = pixels + values @ attn  # X_out^T = X_in^T + (T W_V)^T A^T: (B, C, HW)
+        values = self.value(tokens).to(x.dtype).transpose(1, 2)  # (T W_V)^T: (B, C, L)
+        # X_out^T = X_in^T + (T W_V)^T A^T: (B, C, L) @ (B, L, HW) -> (B, C, HW)
+        out = pixels.baddbmm_(values, attn) if in_place else pixels + values @ attn
         return out.view_as(x)  # (B, C, HW) -> (B, C, H, W)
