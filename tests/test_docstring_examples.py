@@ -9,9 +9,9 @@ import torch
 
 MODULES = [
     'vtseg.layers.tokenizer', 'vtseg.layers.transformer', 'vtseg.layers.projector',
-    'vtseg.layers.vt_module', 'vtseg.layers.rebuild', 'vtseg.models.vt_resnet',
+    'vtseg.layers.vt_module', 'vtseg.layers.attention', 'vtseg.models.vt_resnet',
     'vtseg.models.vt_fpn', 'vtseg.mm.backbones', 'vtseg.mm.necks', 'vtseg.mm.pretrain',
-    'vtseg.visualization.tokens',
+    'vtseg.visualization.token_maps',
 ]
 
 

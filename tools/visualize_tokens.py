@@ -22,6 +22,7 @@ a centre crop of ``--img-size``; segmentors their config's test pipeline.
 Bad arguments print one ``error:`` line and exit with status 2.
 """
 import argparse
+import copy
 import os.path as osp
 import sys
 from typing import Dict, Optional, Tuple
@@ -30,28 +31,20 @@ import cv2
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.model import revert_sync_batchnorm
-from mmseg.apis import init_model
-from mmseg.registry import MODELS
 
-# vtseg also registers VTResNet and VTFPN in mmseg and allows mmengine checkpoints to load safely.
-from vtseg.apis import InferenceSetupError, resolve_device
-from vtseg.mm.cli import add_cfg_options, merge_cfg_options
+from vtseg.apis import (InferenceSetupError, build_model, checkpoint_state_dict, load_config, load_weights,
+                        read_checkpoint, resolve_device)
+from vtseg.mm import allow_mmengine_checkpoints
+from vtseg.mm.cli import add_cfg_options
 from vtseg.models import VTResNet, arch_settings
-from vtseg.utils.errors import checkpoint_error_reason, one_line
-from vtseg.visualization import (IMAGENET_MEAN, IMAGENET_STD, TokenFigure, classifier_inputs,
-                                 draw_token_attention, segmentor_inputs, token_attention)
+from vtseg.visualization import (IMAGENET_MEAN, IMAGENET_STD, TokenFigure, classifier_inputs, draw_token_attention,
+                                 segmentor_inputs, token_maps)
 
 ARCH_NAMES = ('vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101')
 
 
 class UsageError(Exception):
     """A problem with the arguments, reported as one line and exit status 2."""
-
-
-def _one_line(error: Exception) -> str:
-    """``Type: message`` on one line (a config's SyntaxError says more with its type)."""
-    return f'{type(error).__name__}: {one_line(error)}'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,41 +67,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'third of the size (for documentation)')
     add_cfg_options(parser)
     return parser.parse_args(argv)
-
-
-def _load_state(checkpoint: str) -> Dict[str, torch.Tensor]:
-    """The state dict of a checkpoint file (plain or mmengine), tensors only."""
-    try:
-        # weights_only: a foreign file may not run code; vtseg allowlists what mmengine saves.
-        state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    except Exception as e:  # torch raises pickle, zip and runtime errors alike
-        raise UsageError(f'cannot load checkpoint {checkpoint}: {checkpoint_error_reason(e)}') from None
-    if isinstance(state, dict) and 'state_dict' in state:
-        state = state['state_dict']
-    if not isinstance(state, dict):
-        raise UsageError(f'checkpoint {checkpoint} holds no state dict')
-    return state
-
-
-def _backbone_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The VT-ResNet part of ``state``: mmpretrain classifiers and mmseg segmentors
-    keep it under ``backbone.``, a plain VT-ResNet at the top level."""
-    if any(k.startswith('vt_modules.') for k in state):
-        return state
-    return {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
-
-
-def _load_exactly(model: nn.Module, state: Dict[str, torch.Tensor], checkpoint: str) -> None:
-    """Load every tensor ``model`` has from ``state``, or say what does not fit."""
-    own = model.state_dict()
-    state = {k: v for k, v in state.items() if k in own}
-    mismatched = [k for k, v in state.items() if v.shape != own[k].shape]
-    missing = [k for k in own if k not in state]
-    if mismatched or missing:
-        raise UsageError(f'checkpoint {checkpoint} does not fit the model: {len(missing)} missing '
-                         f'and {len(mismatched)} mismatched tensors '
-                         f'(e.g. {(missing + mismatched)[0]})')
-    model.load_state_dict(state)
 
 
 def _vt_resnet_kwargs(state: Dict[str, torch.Tensor], depth: int) -> dict:
@@ -136,13 +94,23 @@ def _vt_resnet_kwargs(state: Dict[str, torch.Tensor], depth: int) -> dict:
 
 
 def build_arch(name: str, checkpoint: Optional[str]) -> nn.Module:
-    """The pure PyTorch VT-ResNet classifier ``name``, with the checkpoint's weights."""
+    """The pure PyTorch VT-ResNet classifier ``name``, with the checkpoint's weights.
+
+    The checkpoint is a state dict of that model, or any checkpoint whose ``backbone.*``
+    weights are one (an mmpretrain classifier's, a segmentor's); the token count and the
+    widths are read from the weights' shapes.
+    """
     depth = int(name[len('vt_resnet'):])
     if checkpoint is None:
         return VTResNet(depth=depth)
-    state = _backbone_state(_load_state(checkpoint))
+    loaded = read_checkpoint(checkpoint)
+    state = checkpoint_state_dict(loaded, checkpoint)
+    prefix = ''
+    if not any(k.startswith('vt_modules.') for k in state) and any(k.startswith('backbone.') for k in state):
+        prefix = 'backbone.'
+        state = checkpoint_state_dict(loaded, checkpoint, prefix)
     model = VTResNet(depth=depth, **_vt_resnet_kwargs(state, depth))
-    _load_exactly(model, state, checkpoint)
+    load_weights(model, loaded, name, checkpoint, prefix)
     return model
 
 
@@ -156,29 +124,19 @@ def _classifier_preprocessing(cfg: Config) -> dict:
 
 def build_from_config(cfg: Config, checkpoint: Optional[str], device: str) -> Tuple[nn.Module, str]:
     """A segmentor (``'segmentor'``) or a VT-ResNet classifier's backbone (``'classifier'``)."""
-    model_cfg = cfg.get('model')
-    if not isinstance(model_cfg, dict) or 'type' not in model_cfg:
-        raise UsageError('the config has no model dict')
+    model_cfg = cfg.model
     backbone_type = str(model_cfg.get('backbone', {}).get('type', ''))
-    try:
-        if 'decode_head' in model_cfg:
-            model, kind = init_model(cfg, None, device='cpu'), 'segmentor'
-        elif backbone_type.split('.')[-1] == 'VTResNet':
-            backbone_cfg = dict(model_cfg['backbone'])
-            backbone_cfg['type'] = 'VTResNet'  # the mmseg adapter, whatever scope the config names
-            backbone_cfg.pop('init_cfg', None)  # no download: weights come from the checkpoint
-            model, kind = MODELS.build(backbone_cfg), 'classifier'
-        else:
-            raise UsageError(f'the config\'s model ({model_cfg["type"]}, backbone '
-                             f'{backbone_type or "none"}) is neither an mmseg segmentor nor a '
-                             'VT-ResNet classifier')
-    except (KeyError, TypeError, ValueError) as e:  # unknown types, bad arguments
-        raise UsageError(f'cannot build the config\'s model: {_one_line(e)}') from None
-    if checkpoint is not None:
-        state = _load_state(checkpoint)
-        _load_exactly(model, state if kind == 'segmentor' else _backbone_state(state), checkpoint)
-    # SyncBN needs a process group; in one process it is plain BN.
-    return revert_sync_batchnorm(model).to(device).eval(), kind
+    if 'decode_head' in model_cfg:
+        return build_model(cfg, checkpoint, device), 'segmentor'
+    if backbone_type.split('.')[-1] != 'VTResNet':
+        raise UsageError(f'the config\'s model ({model_cfg.get("type")}, backbone '
+                         f'{backbone_type or "none"}) is neither an mmseg segmentor nor a '
+                         'VT-ResNet classifier')
+    # Only the backbone: mmpretrain need not be installed, the checkpoint's backbone.* is loaded.
+    backbone = copy.deepcopy(cfg)
+    backbone.model = dict(model_cfg['backbone'], type='VTResNet')  # the mmseg adapter, whatever scope
+    backbone.default_scope = 'mmseg'
+    return build_model(backbone, checkpoint, device, prefix='backbone.'), 'classifier'
 
 
 def run(args: argparse.Namespace) -> TokenFigure:
@@ -189,6 +147,7 @@ def run(args: argparse.Namespace) -> TokenFigure:
 
     Raises:
         UsageError: A bad argument or file.
+        InferenceSetupError: A config, checkpoint or device that does not work (one line).
     """
     if not osp.isfile(args.img):
         what = 'is not a regular file' if osp.exists(args.img) else 'does not exist'
@@ -200,8 +159,6 @@ def run(args: argparse.Namespace) -> TokenFigure:
     if not is_arch and not osp.isfile(args.config):
         raise UsageError(f'config {args.config} is neither a file nor an architecture name '
                          f'({", ".join(ARCH_NAMES)})')
-    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
-        raise UsageError(f'checkpoint {args.checkpoint} does not exist')
     if not args.out.lower().endswith('.png'):
         raise UsageError(f'--out {args.out} must name a .png file')
     if not 0 <= args.alpha <= 1:
@@ -213,29 +170,24 @@ def run(args: argparse.Namespace) -> TokenFigure:
     if args.img_size < 16:
         raise UsageError(f'--img-size {args.img_size} is too small: VT-ResNet needs 16 pixels '
                          'or more')
-    try:
-        args.device = resolve_device(args.device)
-    except InferenceSetupError as e:
-        raise UsageError(str(e)) from None
+    device = resolve_device(args.device)
     if args.checkpoint is None:
         print('warning: no checkpoint given, the tokens of randomly initialised weights are shown',
               file=sys.stderr)
 
+    allow_mmengine_checkpoints()  # training checkpoints (with message-hub state) load under weights_only
     if is_arch:
-        model, kind = build_arch(args.config, args.checkpoint).to(args.device).eval(), 'classifier'
+        model, kind = build_arch(args.config, args.checkpoint).to(device).eval(), 'classifier'
         preprocessing = {}
     else:
         try:
-            cfg = Config.fromfile(args.config)
-        except Exception as e:  # a config is Python: any error may come out of it
-            hint = ('; install mmpretrain (pip install -e .[cls]) or name the architecture '
-                    'instead, e.g. vt_resnet18' if 'mmpretrain' in str(e) else '')
-            raise UsageError(f'cannot read config {args.config}: {_one_line(e)}{hint}') from None
-        try:
-            merge_cfg_options(cfg, args.cfg_options)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        model, kind = build_from_config(cfg, args.checkpoint, args.device)
+            cfg = load_config(args.config, args.cfg_options)
+        except InferenceSetupError as e:
+            if 'mmpretrain' not in str(e):
+                raise
+            raise InferenceSetupError(f'{e}; install mmpretrain (pip install -e .[cls]) or name the '
+                                      'architecture instead, e.g. vt_resnet18') from None
+        model, kind = build_from_config(cfg, args.checkpoint, device)
         preprocessing = _classifier_preprocessing(cfg) if kind == 'classifier' else {}
 
     if kind == 'segmentor':
@@ -243,13 +195,12 @@ def run(args: argparse.Namespace) -> TokenFigure:
     else:
         inputs, shown = classifier_inputs(image, args.img_size, **preprocessing)
     try:
-        attention = token_attention(model, inputs.to(args.device))
+        maps = token_maps(model, inputs.to(device))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    figure = draw_token_attention(shown, attention, args.out, input_size=tuple(inputs.shape[2:]),
+    figure = draw_token_attention(shown, maps, args.out, input_size=tuple(inputs.shape[2:]),
                                   alpha=args.alpha, dpi=args.dpi, colors=args.colors)
-    rows = ', '.join(f'{a.label} ({a.size[0]}x{a.size[1]}, {a.num_tokens} tokens)'
-                     for a in attention)
+    rows = ', '.join(f'{m.label} ({m.size[0]}x{m.size[1]}, {m.num_tokens} tokens)' for m in maps)
     print(f'wrote {args.out}: {figure.width}x{figure.height} px; rows: {rows}')
     return figure
 
@@ -258,7 +209,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         run(args)
-    except UsageError as e:
+    except (UsageError, InferenceSetupError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

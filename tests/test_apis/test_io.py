@@ -1,4 +1,4 @@
-"""Decoding the files real folders hold, atomic writes, label PNGs and overlays."""
+"""Decoding the files real folders hold, atomic writes, label PNGs."""
 import io
 import os
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vtseg.apis import (ImageDecodeError, atomic_write_bytes, draw_overlay, encode_label_png,
-                        is_image_file, load_image, vis_scale)
+from vtseg.apis import ImageDecodeError, atomic_write_bytes, encode_label_png, is_image_file, load_image
 
 RNG = np.random.default_rng(0)
 
@@ -155,35 +154,3 @@ def test_label_png_is_a_palette_image_holding_the_ids():
 def test_label_png_refuses_ids_beyond_a_byte():
     with pytest.raises(ValueError, match='0..255'):
         encode_label_png(np.full((2, 2), 300), [[0, 0, 0]])
-
-
-def test_vis_scale_enlarges_small_images_only():
-    assert vis_scale(1, 1) == 256
-    assert vis_scale(8, 8) == 32
-    assert vis_scale(300, 400) == 1
-    assert vis_scale(1, 5000) == 1  # never past 4096 on the long side
-
-
-def test_overlay_shows_image_colours_and_a_legend_of_present_classes():
-    palette = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
-    classes = ['bg', 'red', 'green', 'blue']
-    image = RNG.integers(0, 256, (300, 320, 3), dtype=np.uint8)
-    labels = np.zeros((300, 320), np.int64)
-    labels[:, 160:] = 2  # classes present: bg and green; red and blue absent
-
-    plain = draw_overlay(image, labels, palette, classes, opacity=0.0)
-    assert plain.shape[0] == 300 and plain.shape[1] > 320  # legend panel to the right
-    np.testing.assert_array_equal(plain[:, :320], image)
-
-    colours = draw_overlay(image, labels, palette, classes, opacity=1.0)
-    assert (colours[:, 160:320] == [0, 255, 0]).all()  # BGR green
-    legend = colours[:, 320:].reshape(-1, 3)
-    has = {name: bool((legend == np.array(rgb[::-1])).all(1).any())
-           for name, rgb in zip(classes, palette)}
-    assert has['green'] and not has['red'] and not has['blue']
-
-
-def test_overlay_of_a_tiny_image_is_enlarged_pixel_exactly():
-    image = np.array([[[10, 20, 30]]], np.uint8)
-    vis = draw_overlay(image, np.zeros((1, 1), np.int64), [[0, 0, 0]], ['bg'], opacity=0.0)
-    assert vis.shape[0] == 256 and (vis[:256, :256] == [10, 20, 30]).all()

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from vtseg.apis import CheckpointMismatchError
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 VT_FPN_VT_R18 = osp.join(REPO, 'configs/vtshapes/vt-fpn_vt-r18_1xb8-1.5k_vtshapes-96x96.py')
 VT_FPN_R18 = osp.join(REPO, 'configs/vtshapes/vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
@@ -99,7 +101,8 @@ def test_arch_name_reads_widths_from_checkpoint(tool, image, tmp_path):
     state = trained.state_dict()
     del state['layer1.0.conv1.weight']
     torch.save(state, plain)
-    with pytest.raises(tool.UsageError, match='does not fit the model: 1 missing'):
+    with pytest.raises(CheckpointMismatchError,
+                       match=r'does not fit vt_resnet18: 1 model weights are not in it \(layer1\.0\.conv1\.weight\)'):
         tool.build_arch('vt_resnet18', plain)
     # The same weights as the backbone of a classifier/segmentor checkpoint ('backbone.' keys).
     wrapped = str(tmp_path / 'wrapped.pth')
@@ -114,7 +117,7 @@ def test_arch_name_reads_widths_from_checkpoint(tool, image, tmp_path):
 
 def test_classifier_config(tool, image, tmp_path):
     """An mmpretrain-style VT-ResNet classifier config: only its backbone is built."""
-    from vtseg.mm import VTResNet
+    from vtseg.mm import VTResNetBackbone
     config = tmp_path / 'vt-resnet18_cls.py'
     config.write_text(
         "custom_imports = dict(imports=['vtseg'], allow_failed_imports=False)\n"
@@ -127,15 +130,15 @@ def test_classifier_config(tool, image, tmp_path):
         "    head=dict(type='TokenPoolingClsHead', num_classes=3, in_channels=64))\n"
         'data_preprocessor = dict(mean=[0, 0, 0], std=[255, 255, 255], to_rgb=False)\n')
     torch.manual_seed(3)
-    trained = VTResNet(depth=18, num_tokens=4, token_channels=64, out_indices=(), out_tokens=True,
-                       project_last=False, vt_cfg=NARROW['vt_cfg'])
+    trained = VTResNetBackbone(depth=18, num_tokens=4, token_channels=64, out_indices=(), out_tokens=True,
+                               project_last=False, vt_cfg=NARROW['vt_cfg'])
     path = str(tmp_path / 'epoch_1.pth')
     torch.save({'state_dict': {**{f'backbone.{k}': v for k, v in trained.state_dict().items()},
                                'head.fc.weight': torch.zeros(3, 64)}}, path)
     from mmengine.config import Config
     cfg = Config.fromfile(str(config))
     model, kind = tool.build_from_config(cfg, path, 'cpu')
-    assert kind == 'classifier' and isinstance(model, VTResNet)
+    assert kind == 'classifier' and isinstance(model, VTResNetBackbone)
     for key, value in trained.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value)
     assert tool._classifier_preprocessing(cfg) == dict(mean=(0, 0, 0), std=(255, 255, 255),
@@ -170,11 +173,11 @@ def test_errors_are_one_line(tool, image, tmp_path, capsys, case):
                              'cannot read image'),
         'missing config': ([image, 'vt_resnet19'], 'neither a file nor an architecture name'),
         'bad config': ([image, write(tmp_path / 'bad.py', b'model = dict(\n')],
-                       'cannot read config'),
+                       'cannot load config .*: SyntaxError'),
         'missing checkpoint': ([image, 'vt_resnet18', str(tmp_path / 'nope.pth')],
-                               'checkpoint .* does not exist'),
+                               'checkpoint .* not found: pass a .pth file'),
         'corrupt checkpoint': ([image, 'vt_resnet18', write(tmp_path / 'bad.pth', b'junk')],
-                               'cannot load checkpoint'),
+                               'cannot read checkpoint'),
         'foreign checkpoint': ([image, 'vt_resnet18', str(tmp_path / 'other.pth')],
                                'not a VT-ResNet-18 checkpoint'),
         'not png': ([image, 'vt_resnet18', '--out', str(tmp_path / 'out.jpg')], 'must name a .png'),
@@ -185,7 +188,7 @@ def test_errors_are_one_line(tool, image, tmp_path, capsys, case):
         'cfg-options model=3': ([image, VT_FPN_R18, '--cfg-options', 'model=3'],
                                 '--cfg-options model=3 would replace the config section model'),
         'pickled code': ([image, 'vt_resnet18', str(tmp_path / 'evil.pth')],
-                         r'cannot load checkpoint \S*evil.pth: it holds a pickled reference to '
+                         r'cannot read checkpoint \S*evil.pth: it holds a pickled reference to '
                          r'(posix|os)\.system'),
     }
     argv, message = args[case]
@@ -207,6 +210,7 @@ def test_script_exit_status(image, tmp_path):
                            str(tmp_path / 'nope.pth'), '--out', str(tmp_path / 'x.png')],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f'error: checkpoint {tmp_path / "nope.pth"} ' \
-                                                   'does not exist'
+    assert proc.stderr.strip().splitlines()[-1] == f'error: checkpoint {tmp_path / "nope.pth"} not found: ' \
+                                                   'pass a .pth file saved by training (e.g. ' \
+                                                   'work_dirs/<config>/iter_1500.pth)'
     assert not (tmp_path / 'x.png').exists()

@@ -12,6 +12,7 @@ Example:
     >>> summary = infer_folder(inferencer, 'photos/', 'out/')  # out/pred/*.jpg.png, out/vis/*.jpg.jpg
     >>> print(summary)  # done 12, skipped 0, failed 1 of 13 images in ...
 """
+from vtseg.visualization.draw import draw_overlay, vis_scale
 from .folder import FolderRunner, FolderSummary, ImageTask, find_images, infer_folder, output_names, prepare_output_dir
 from .inference import SegInferencer
 from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg, encode_label_png, file_kind,
@@ -20,7 +21,6 @@ from .model import (CheckpointMismatchError, InferenceSetupError, build_model, c
                     check_config_checkpoint, check_model_files, checkpoint_mismatch, checkpoint_state_dict,
                     inference_pipeline, load_config, load_weights, read_checkpoint, resolve_device)
 from .slide import predict_sliding, predict_whole, resize_argmax_into, window_grid
-from .visualize import draw_overlay, vis_scale
 
 __all__ = [
     'SegInferencer', 'InferenceSetupError', 'CheckpointMismatchError', 'build_model', 'load_config',

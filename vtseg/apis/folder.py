@@ -41,10 +41,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from vtseg.visualization.draw import draw_overlay
 from .inference import InferenceSetupError, SegInferencer
 from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg,
                  encode_label_png, is_image_file, load_image, make_dirs, remove_created_dirs)
-from .visualize import draw_overlay
 
 __all__ = [
     'ImageTask', 'FolderSummary', 'output_names', 'find_images', 'prepare_output_dir',
