@@ -41,6 +41,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from vtseg.utils.errors import one_line
 from vtseg.visualization.draw import draw_overlay
 from .inference import InferenceSetupError, SegInferencer
 from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg,
@@ -395,8 +396,7 @@ class FolderRunner:
                 for item in batch:
                     self._predict_and_write([item])
             else:
-                self._fail(batch[0][0], f'inference failed ({type(err).__name__}: '
-                                        f'{" ".join(str(err).split())[:300]})')
+                self._fail(batch[0][0], f'inference failed ({type(err).__name__}: {one_line(err, 300)})')
             return
         finally:
             close_windows()

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from vtseg.utils.errors import one_line
 from vtseg.utils.files import atomic_write_bytes
 
 __all__ = [
@@ -122,8 +123,7 @@ def load_image(path: str) -> np.ndarray:
             displayed = ImageOps.exif_transpose(image)
             return _to_bgr(displayed)
     except Exception as err:  # any decoder failure is this file's problem, not the run's
-        reason = ' '.join(str(err).split()) or type(err).__name__
-        raise ImageDecodeError(f'cannot decode image ({type(err).__name__}: {reason[:300]})') from err
+        raise ImageDecodeError(f'cannot decode image ({type(err).__name__}: {one_line(err, 300)})') from err
 
 
 def make_dirs(path: str) -> List[str]:

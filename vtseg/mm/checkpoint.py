@@ -36,6 +36,7 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
+from vtseg.utils.errors import checkpoint_error_reason, one_line
 from vtseg.utils.files import atomic_write_bytes
 
 __all__ = ['mmengine_safe_globals', 'allow_mmengine_checkpoints', 'history_buffer_getattr',
@@ -111,8 +112,7 @@ def publish_checkpoint(in_file: str, out_file: str, keys: Sequence[str] = PUBLIS
     try:
         checkpoint = torch.load(in_file, map_location='cpu', weights_only=True)
     except Exception as err:  # any reason the file is unreadable is the file's problem
-        reason = ' '.join(str(err).split())[:300]
-        raise ValueError(f'cannot read {in_file} as a checkpoint ({type(err).__name__}: {reason})') from err
+        raise ValueError(f'cannot read {in_file} as a checkpoint: {checkpoint_error_reason(err, 300)}') from err
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         raise ValueError(f'{in_file} has no state_dict: pass a checkpoint that tools/train.py wrote')
     buffer = io.BytesIO()
@@ -227,7 +227,7 @@ def explain_unreachable_weights(cfg: Any, checkpoint: Optional[str] = None) -> I
         if not missing:
             raise
         key, reference, url = missing[0]
-        reason = ' '.join(str(getattr(err, 'reason', err)).split())[:120]
+        reason = one_line(getattr(err, 'reason', err), 120)
         where = f'{url}: {reason}' if url else reason
         file_name = osp.basename(url) if url else 'the file'
         fetch = (f'on a machine with internet run python -c "import torch.hub; '

@@ -4,13 +4,15 @@ and ``tools/benchmark.py --onnx``).
 Models are exported with torch's TorchScript-based exporter (``dynamo=False``): it
 needs only the ``onnx`` package, where the dynamo exporter also needs ``onnxscript``.
 """
-import os
+import io
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from vtseg.utils.files import atomic_write_bytes
 
 __all__ = ['DEFAULT_OPSET', 'SegmentorLogits', 'export_onnx', 'onnx_session', 'run_onnx',
            'max_abs_diff']
@@ -58,8 +60,9 @@ def export_onnx(
 ) -> str:
     """Export ``model(*inputs)`` (in eval mode) to an ONNX file and check the graph.
 
-    The file is written next to ``path`` and moved into place only once the export
-    and ``onnx.checker`` succeeded, so a failed export leaves no partial file.
+    The graph is exported into memory, checked by ``onnx.checker`` and only then written
+    (:func:`vtseg.utils.files.atomic_write_bytes`), so a failed export leaves no file, not
+    even a partial one.
 
     Args:
         model: Module to export (put in eval mode; restored afterwards).
@@ -77,9 +80,7 @@ def export_onnx(
     _require('onnx')
     import onnx
     input_names = list(input_names or [f'input{i}' for i in range(len(inputs))])
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    graph = io.BytesIO()
     was_training = model.training
     model.eval()
     try:
@@ -87,16 +88,14 @@ def export_onnx(
             # The TorchScript exporter announces its deprecation and warns about
             # Python values it traces as constants (shapes); neither is actionable here.
             warnings.simplefilter('ignore')
-            torch.onnx.export(model, tuple(inputs), tmp, dynamo=False, opset_version=opset,
+            torch.onnx.export(model, tuple(inputs), graph, dynamo=False, opset_version=opset,
                               input_names=input_names,
                               output_names=list(output_names) if output_names else None,
                               dynamic_axes=dynamic_axes, do_constant_folding=True)
-        onnx.checker.check_model(tmp)
-        os.replace(tmp, path)
     finally:
         model.train(was_training)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    onnx.checker.check_model(onnx.load_from_string(graph.getvalue()))
+    atomic_write_bytes(path, graph.getvalue())
     return path
 
 
