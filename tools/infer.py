@@ -102,6 +102,7 @@ def error(message: str) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    vtseg.mm.allow_mmengine_checkpoints()  # training checkpoints load under torch's weights_only=True
     apply_verbosity(args, default_level=DEFAULT_LOG_LEVEL)
     created: List[str] = []
     try:

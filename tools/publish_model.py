@@ -13,7 +13,7 @@ Example (the VT-Shapes demo model, see configs/vtshapes/README.md)::
 import argparse
 import sys
 
-from vtseg.mm.checkpoint import publish_checkpoint
+from vtseg.mm.checkpoint import allow_mmengine_checkpoints, publish_checkpoint
 
 
 def parse_args() -> argparse.Namespace:
@@ -26,6 +26,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    allow_mmengine_checkpoints()  # the training checkpoint holds mmengine's message-hub state
     try:
         published = publish_checkpoint(args.in_file, args.out_file)
     except (FileNotFoundError, ValueError) as err:

@@ -118,6 +118,7 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
+    vtseg.mm.allow_mmengine_checkpoints()  # training checkpoints load under torch's weights_only=True
     log_level = apply_verbosity(args)  # first: mmengine warns while it reads a config
     check_inputs(args)
 

@@ -85,6 +85,7 @@ def fail(problem: str) -> None:
 
 def main() -> None:
     args = parse_args()
+    vtseg.mm.allow_mmengine_checkpoints()  # training checkpoints load under torch's weights_only=True
     log_level = apply_verbosity(args)  # first: mmengine warns while it reads a config
     problem = None
     if not osp.isfile(args.config):

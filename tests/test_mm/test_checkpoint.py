@@ -88,3 +88,21 @@ def test_unreachable_weights_become_one_line(config, key, reference, url_start, 
     # The override the message names leaves nothing to download.
     merge_cfg_options(cfg, {key: None})
     assert remote_weights(cfg) == []
+
+
+def test_the_allowlist_is_an_explicit_call_that_import_vtseg_makes():
+    """torch and mmengine alone do not allow HistoryBuffer; `import vtseg` calls
+    allow_mmengine_checkpoints() (for mmseg's own tools), and calling it again adds nothing."""
+    import subprocess
+    import sys
+    script = (
+        'import torch, mmengine.logging\n'
+        'from mmengine.logging import HistoryBuffer\n'
+        'before = HistoryBuffer in torch.serialization.get_safe_globals()\n'
+        'import vtseg\n'
+        'after = torch.serialization.get_safe_globals()\n'
+        'vtseg.mm.allow_mmengine_checkpoints()\n'
+        'again = torch.serialization.get_safe_globals()\n'
+        'print(before, HistoryBuffer in after, len(again) == len(after))\n')
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ['False', 'True', 'True']

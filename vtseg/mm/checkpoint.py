@@ -8,11 +8,13 @@ refuses all of these, so mmseg's ``tools/test.py`` and ``--resume`` fail with
 ``UnpicklingError: Weights only load failed``.
 
 Rather than turning the safety off (``weights_only=False`` or a patched
-``torch.load``), we allowlist exactly those numpy data types and
-``HistoryBuffer``, and answer the checkpoint's ``getattr`` with a restricted
-one that only looks up ``HistoryBuffer``'s statistics methods. Pickled code
-(``os.system``, arbitrary classes, any other ``getattr``) is still refused,
-so a checkpoint from an unknown source stays safe to open.
+``torch.load``), :func:`allow_mmengine_checkpoints` allowlists exactly those numpy
+data types and ``HistoryBuffer``, and answers the checkpoint's ``getattr`` with a
+restricted one that only looks up ``HistoryBuffer``'s statistics methods. Pickled
+code (``os.system``, arbitrary classes, any other ``getattr``) is still refused, so
+a checkpoint from an unknown source stays safe to open. It changes torch's global
+allowlist, so it is an explicit call: vtseg's tools make it before they read a
+checkpoint, and ``import vtseg`` makes it for mmseg's own tools (see :mod:`vtseg`).
 
 :func:`publish_checkpoint` turns a training checkpoint into a release file the
 way OpenMMLab publishes models: weights and meta only, and the first 8 hex
@@ -76,7 +78,8 @@ def mmengine_safe_globals() -> List[object]:
 def allow_mmengine_checkpoints() -> None:
     """Allowlist :func:`mmengine_safe_globals` for ``torch.load(weights_only=True)``.
 
-    Idempotent; a no-op on torch versions without ``add_safe_globals``.
+    Changes torch's process-wide allowlist (``torch.serialization.add_safe_globals``);
+    idempotent; a no-op on torch versions without ``add_safe_globals``.
     """
     if hasattr(torch.serialization, 'add_safe_globals'):
         torch.serialization.add_safe_globals(mmengine_safe_globals())
