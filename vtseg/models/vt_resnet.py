@@ -29,7 +29,7 @@ __all__ = [
 # C_T = 1024, 16 tokens and transformer key/query width C_T/2 everywhere (as in
 # the common re-implementations); the feed-forward and projector key/query widths
 # are the round widths that reproduce the parameter counts and multiply-adds of
-# the paper's ImageNet table (checked in tests/test_models/test_complexity.py).
+# the paper's ImageNet table (checked in tests/test_benchmarks/test_paper.py).
 # The paper's own numbers admit no single width for all four depths.
 arch_settings: Dict[int, dict] = {
     18: dict(block=BasicBlock, layers=(2, 2, 2), num_vt_modules=2,
