@@ -6,6 +6,7 @@ import os.path as osp
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import vtseg.apis.folder as folder_module
@@ -388,3 +389,189 @@ def test_prepare_output_dir_creates_checks_and_undoes(tmp_path):
     assert prepare_output_dir(str(out)) == []  # nothing new the second time
     remove_created_dirs(created)
     assert not (tmp_path / 'new').exists()
+
+
+# --- overlapped I/O, outputs on demand, many processes -----------------------------------------
+
+def _files(out_dir) -> dict:
+    """Relative path -> bytes of every output file."""
+    return {osp.relpath(p, out_dir): open(p, 'rb').read()
+            for p in glob.glob(osp.join(out_dir, '**', '*'), recursive=True) if osp.isfile(p)}
+
+
+def test_loader_workers_and_writer_threads_write_the_same_bytes(inferencer, mixed_folder, tmp_path,
+                                                                monkeypatch):
+    """Decoding in 2 worker processes and writing in 2 threads changes nothing in the outputs,
+    the failures or the counts; at most 2 * writers images ever wait for their writer."""
+    plain = infer_folder(inferencer, mixed_folder, str(tmp_path / 'plain'), workers=0, writers=0)
+    waiting = []
+    real_submit = FolderRunner._submit_write
+
+    def submit(self, *args):
+        real_submit(self, *args)
+        waiting.append(len(self._writes))
+    monkeypatch.setattr(FolderRunner, '_submit_write', submit)
+    overlapped = infer_folder(inferencer, mixed_folder, str(tmp_path / 'overlapped'), workers=2, writers=2)
+    assert overlapped.done == plain.done and overlapped.failed == plain.failed
+    assert len(plain.done) == 3 and len(plain.failed) == 2
+    assert waiting and max(waiting) <= 4
+    assert _files(tmp_path / 'overlapped') == _files(tmp_path / 'plain')
+    for stage in ['decode', 'predict', 'encode', 'write']:
+        assert overlapped.stage_seconds[stage] > 0, stage
+    assert overlapped.time_line().startswith('time: decode ')
+
+
+def test_interrupt_with_loader_workers_keeps_finished_outputs(inferencer, tmp_path, monkeypatch):
+    """Ctrl-C in the main loop while workers decode ahead: the workers stop, what was predicted
+    is written and counted, nothing is half-written."""
+    root, out = tmp_path / 'in', str(tmp_path / 'out')
+    for name in ['a.png', 'b.png', 'c.png', 'd.png']:
+        _write(root / name, 8, 8)
+    real = inferencer.predict_with_mode
+
+    def ctrl_c_at_c(images, slide=None, **kwargs):
+        if len(ctrl_c_at_c.calls) == 2:
+            raise KeyboardInterrupt
+        ctrl_c_at_c.calls.append(1)
+        return real(images, slide, **kwargs)
+    ctrl_c_at_c.calls = []
+    monkeypatch.setattr(inferencer, 'predict_with_mode', ctrl_c_at_c)
+    runner = FolderRunner(inferencer, workers=2, writers=2)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(find_images(str(root), out))
+    assert [osp.basename(p) for p in runner.summary.done] == ['a.png', 'b.png']
+    assert sorted(os.listdir(osp.join(out, 'pred'))) == ['a.png.png', 'b.png.png']
+    assert _leftovers(out) == []
+
+
+def test_no_vis_writes_class_ids_only_and_resumes_on_them(inferencer, tmp_path):
+    root, out = tmp_path / 'in', str(tmp_path / 'out')
+    _write(root / 'a.png', 12, 12)
+    _write(root / 'b.png', 12, 14)
+    first = infer_folder(inferencer, str(root), out, vis=False)
+    assert len(first.done) == 2 and sorted(os.listdir(out)) == ['pred']
+    assert sorted(os.listdir(osp.join(out, 'pred'))) == ['a.png.png', 'b.png.png']
+    again = infer_folder(inferencer, str(root), out, vis=False)
+    assert len(again.skipped) == 2 and not again.done
+    with_vis = infer_folder(inferencer, str(root), out)  # overlays now wanted: both are redone
+    assert len(with_vis.done) == 2 and sorted(os.listdir(osp.join(out, 'vis'))) == ['a.png.jpg', 'b.png.jpg']
+
+
+def test_saved_logits_and_probs_are_the_predictions_scores(inferencer, tmp_path):
+    """(C, H, W) float16 at the image's size, whole and by sliding window: the class ids are
+    their argmax, the probabilities their softmax."""
+    root, out = tmp_path / 'in', str(tmp_path / 'out')
+    _write(root / 'small.png', 20, 30)
+    large = cv2.resize(RNG.integers(0, 256, (30, 28, 3), dtype=np.uint8), (220, 240))
+    cv2.imwrite(str(root / 'large.png'), large)  # more than twice the 96x96 crop: slides
+    summary = infer_folder(inferencer, str(root), out, save_logits=True, save_probs=True, vis=False)
+    assert summary.slid == [str(root / 'large.png')] and len(summary.done) == 2
+    for name, hw in [('small.png', (20, 30)), ('large.png', (240, 220))]:
+        logits = np.load(osp.join(out, 'logits', name + '.npy'))
+        probs = np.load(osp.join(out, 'probs', name + '.npy'))
+        assert logits.dtype == probs.dtype == np.float16
+        assert logits.shape == probs.shape == (len(inferencer.classes), *hw)
+        pred = np.array(Image.open(osp.join(out, 'pred', name + '.png')))
+        assert (logits.argmax(0) == pred).mean() > 0.99  # float16 rounding may tie two classes
+        np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=1e-2)
+        expected = torch.from_numpy(logits.astype(np.float32)).softmax(0).numpy()
+        np.testing.assert_allclose(probs.astype(np.float32), expected, atol=2e-3)
+    assert _leftovers(out) == []
+    # a rerun that also wants overlays redoes them; one that wants only the scores skips
+    assert len(infer_folder(inferencer, str(root), out, save_logits=True, vis=False).skipped) == 2
+
+
+def test_palette_choices(inferencer, tmp_path):
+    from mmseg.utils import get_palette
+    from vtseg.apis import named_palette
+    num_classes = len(inferencer.classes)
+    assert named_palette('model', num_classes, inferencer.palette) == inferencer.palette
+    assert named_palette('cityscapes', num_classes, inferencer.palette) == \
+        [list(c) for c in get_palette('cityscapes')[:num_classes]]
+    assert named_palette('random', num_classes, []) == named_palette('random', num_classes, [])
+    with pytest.raises(InferenceSetupError, match="unknown palette 'rainbow': choose one of model, random, cityscapes"):
+        named_palette('rainbow', num_classes, [])
+    with pytest.raises(InferenceSetupError, match='palette voc has 21 colours but the model predicts 30 classes'):
+        named_palette('voc', 30, [])
+    _write(tmp_path / 'in' / 'a.png', 8, 8)
+    colours = named_palette('ade', num_classes, [])
+    infer_folder(inferencer, str(tmp_path / 'in'), str(tmp_path / 'out'), palette=colours)
+    pred = Image.open(tmp_path / 'out' / 'pred' / 'a.png.png')
+    assert pred.getpalette()[:3 * num_classes] == sum(colours, [])
+
+
+def test_finished_images_are_found_with_one_listing_per_output_folder(inferencer, tmp_path, monkeypatch):
+    root, out = tmp_path / 'in', str(tmp_path / 'out')
+    for folder in ['x', 'y', 'z']:
+        for i in range(4):
+            _write(root / folder / f'{i}.png', 6, 6)
+    infer_folder(inferencer, str(root), out)
+    tasks = find_images(str(root), out)
+    listed = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(os, 'scandir', lambda path: listed.append(path) or real_scandir(path))
+    monkeypatch.setattr(os.path, 'isfile', lambda path: pytest.fail(f'stat of {path}'))
+    summary = FolderRunner(inferencer).run(tasks)
+    assert len(summary.skipped) == 12
+    assert sorted(listed) == sorted(osp.join(out, kind, folder) for kind in ['pred', 'vis'] for folder in 'xyz')
+
+
+def test_a_killed_runs_temporary_files_are_removed(inferencer, tmp_path):
+    root, out = tmp_path / 'in', tmp_path / 'out'
+    _write(root / 'a.png', 6, 6)
+    (out / 'pred').mkdir(parents=True)
+    stale = out / 'pred' / '.a.png.png.4242.0123abcd.tmp'  # as atomic_write_bytes names them
+    stale.write_bytes(b'half a PNG')
+    (out / 'pred' / '.keep').write_text('not ours')
+    summary = infer_folder(inferencer, str(root), str(out))
+    assert len(summary.done) == 1 and not stale.exists()
+    assert sorted(os.listdir(out / 'pred')) == ['.keep', 'a.png.png']
+
+
+def test_shards_cover_every_image_once_and_depend_only_on_sorted_paths(tmp_path):
+    from vtseg.apis import shard_tasks, tasks_digest
+    root = tmp_path / 'in'
+    rels = ['b.png', 'a/z.png', 'a/b.png', 'c/d/e.png', 'A.png', 'x.jpg', 'a.jpg']
+    for rel in rels:
+        _write(root / rel, 4, 4)
+    tasks = find_images(str(root), str(tmp_path / 'out'))
+    shuffled = [tasks[i] for i in np.random.default_rng(1).permutation(len(tasks))]
+    assert tasks_digest(shuffled) == tasks_digest(tasks)
+    for world in [1, 2, 3, 8]:
+        shards = [shard_tasks(tasks, rank, world) for rank in range(world)]
+        assert shards == [shard_tasks(shuffled, rank, world) for rank in range(world)]
+        together = [t.rel for shard in shards for t in shard]
+        assert sorted(together) == sorted(rels) and len(set(together)) == len(rels)
+    assert [t.rel for t in shard_tasks(tasks, 1, 3)] == sorted(rels)[1::3]
+
+
+def test_an_image_list_selects_images_and_keeps_their_full_run_names(tmp_path):
+    from vtseg.apis import read_image_list, select_listed
+    root = tmp_path / 'in'
+    for rel in ['A.JPG', 'a.jpg', 'sub/b.png', 'c.png']:
+        _write(root / rel, 4, 4)
+    tasks = find_images(str(root), str(tmp_path / 'out'))
+    listing = tmp_path / 'list.txt'
+    listing.write_text('a.jpg\n\nsub/b.png\nmissing.png\n./c.png\n')
+    chosen, missing = select_listed(tasks, read_image_list(str(listing)), str(listing))
+    assert [t.rel for t in chosen] == ['a.jpg', 'c.png', osp.join('sub', 'b.png')]
+    assert osp.basename(chosen[0].pred_path) == 'a.jpg~1.png'  # as in a run over the whole folder
+    assert missing == [('missing.png', f'listed in {listing} but not an image found in the input')]
+    (tmp_path / 'empty.txt').write_text('\n\n')
+    with pytest.raises(InferenceSetupError, match='names no image'):
+        read_image_list(str(tmp_path / 'empty.txt'))
+    with pytest.raises(InferenceSetupError, match='cannot read the image list'):
+        read_image_list(str(tmp_path / 'nope.txt'))
+
+
+def test_merged_summaries_add_up():
+    from vtseg.apis import MergedSummary
+    rank0 = FolderSummary(total=3, done=['a', 'b'], skipped=['c'], slid=['b'], seconds=2.0,
+                          stage_seconds={'predict': 1.0})
+    rank1 = FolderSummary(total=2, done=['d'], failed=[('e', 'cannot decode image')], seconds=4.0,
+                          stage_seconds={'predict': 0.5, 'decode': 0.25})
+    merged = MergedSummary.of([MergedSummary.of([rank0]), MergedSummary.of([rank1])])
+    assert str(merged) == ('done 3, skipped 1, failed 1 of 5 images in 4.0 s (0.8 img/s); '
+                           '1 by sliding window')
+    assert merged.exit_code == 1 and merged.stage_seconds == {'predict': 1.5, 'decode': 0.25}
+    assert MergedSummary.of([rank0]).exit_code == 0

@@ -154,3 +154,49 @@ def test_label_png_is_a_palette_image_holding_the_ids():
 def test_label_png_refuses_ids_beyond_a_byte():
     with pytest.raises(ValueError, match='0..255'):
         encode_label_png(np.full((2, 2), 300), [[0, 0, 0]])
+
+
+def test_npy_stream_writer_appears_only_when_committed(tmp_path):
+    from vtseg.apis import NpyStreamWriter, temporary_target
+    data = RNG.standard_normal((3, 7, 5)).astype(np.float16)
+    path = str(tmp_path / 'sub' / 'x.jpg.npy')
+    writer = NpyStreamWriter(path, data.shape)
+    writer.write(0, 0, data[:, :4])  # rows 0-3
+    writer.write(0, 4, data[:, 4:])  # rows 4-6
+    (temporary,) = os.listdir(tmp_path / 'sub')
+    assert not os.path.exists(path) and temporary_target(temporary) == 'x.jpg.npy'
+    writer.commit()
+    assert os.listdir(tmp_path / 'sub') == ['x.jpg.npy']
+    loaded = np.load(path)
+    assert loaded.dtype == np.float16
+    np.testing.assert_array_equal(loaded, data)
+
+    by_columns = NpyStreamWriter(str(tmp_path / 'columns.npy'), data.shape)
+    by_columns.write(1, 0, data[:, :, :2])
+    by_columns.write(1, 2, data[:, :, 2:])
+    by_columns.commit()
+    np.testing.assert_array_equal(np.load(tmp_path / 'columns.npy'), data)
+    os.remove(tmp_path / 'columns.npy')
+
+    other = NpyStreamWriter(path, (1, 2, 2))
+    other.discard()
+    assert os.listdir(tmp_path / 'sub') == ['x.jpg.npy']
+    np.testing.assert_array_equal(np.load(path), data)  # the earlier file is untouched
+
+
+def test_temporary_names_are_those_of_the_atomic_writer(tmp_path, monkeypatch):
+    """temporary_target recognises atomic_write_bytes' own temporary files (a killed run's)."""
+    from vtseg.apis import temporary_target
+    seen = []
+    real_replace = os.replace
+
+    def record(src, dst):
+        seen.append(os.path.basename(src))
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, 'replace', record)
+    atomic_write_bytes(str(tmp_path / 'a.jpg.png'), b'x')
+    assert [temporary_target(name) for name in seen] == ['a.jpg.png']
+    for name in ['a.png', '.a.png', '.a.png.tmp', '.a.png.12.zz.tmp', '.a.png.12.0123456789.tmp',
+                 '.a.png.x1.01234567.tmp']:
+        assert temporary_target(name) is None, name
+    assert temporary_target('.a.b.png.99.0123abcd.tmp') == 'a.b.png'

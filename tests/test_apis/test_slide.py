@@ -188,3 +188,44 @@ def test_memory_grows_with_the_short_side_not_the_image(tmp_path):
     # 240 MB more than at width 1000.
     assert grown[2000] < 320, grown
     assert grown[2000] - grown[1000] < 60, grown
+
+
+def _collect_logits(num_classes: int, hw):
+    """A logits sink that assembles its strips into one (C, H, W) array, and that array."""
+    full = torch.full((num_classes, *hw), float('nan'))
+    seen = []
+
+    def sink(axis, start, strip):
+        seen.append(axis)
+        if axis == 0:
+            full[:, start:start + strip.shape[1]] = strip
+        else:
+            full[:, :, start:start + strip.shape[2]] = strip
+    return sink, full, seen
+
+
+@pytest.mark.parametrize('hw,slide', [((60, 300), True), ((230, 170), True), ((40, 52), False)])
+def test_logits_sink_receives_mmseg_logits_at_the_image_size(inferencer, hw, slide):
+    """Strips of rows and of columns (a wide image slides column by column) cover the image once."""
+    image = _image(*hw)
+    _, logits = _mmseg(inferencer, image, slide=slide)
+    sink, full, seen = _collect_logits(logits.shape[0], hw)
+    inferencer.predict_with_mode([image], slide=slide, window_batch_size=2, logits_sinks=[sink])
+    assert not torch.isnan(full).any()
+    if hw == (60, 300):
+        assert set(seen) == {1}  # columns: the band spans the short side
+    torch.testing.assert_close(full, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_logits_sink_after_a_resizing_pipeline(vtfpn_checkpoint):
+    """Logits resized back to the image's size in chunks of rows equal mmseg's, for each of a batch."""
+    cfg = Config.fromfile(VTFPN_CONFIG)
+    cfg.test_dataloader.dataset.pipeline.insert(1, dict(type='Resize', scale=(64, 64), keep_ratio=True))
+    inferencer = SegInferencer(cfg, vtfpn_checkpoint, device='cpu')
+    images = [_image(150, 100), _image(150, 100)]
+    collected = [_collect_logits(inferencer.model.out_channels, (150, 100)) for _ in images]
+    inferencer.predict_with_mode(images, logits_sinks=[c[0] for c in collected])
+    for image, (_, full, seen) in zip(images, collected):
+        _, logits = _mmseg(inferencer, image, slide=False)
+        assert set(seen) == {0}
+        torch.testing.assert_close(full, logits, atol=1e-4, rtol=1e-4)

@@ -272,7 +272,9 @@ def test_ctrl_c_reports_what_was_done(infer_tool, checkpoint, tmp_path, monkeypa
 
     monkeypatch.setattr(folder_module, 'load_image', ctrl_c_at_b)
     out = tmp_path / 'out'
-    assert infer_tool.main([str(tmp_path), CONFIG, checkpoint, '--out-dir', str(out)]) == 130
+    # --workers 0: the patched decoder raises in this process (a real Ctrl-C with loader
+    # workers: test_a_real_ctrl_c_with_loader_workers)
+    assert infer_tool.main([str(tmp_path), CONFIG, checkpoint, '--out-dir', str(out), '--workers', '0']) == 130
     assert 'interrupted: done 1, skipped 0, failed 0 of 3 images' in capsys.readouterr().err
     assert os.listdir(out / 'pred') == ['a.png.png'] and leftovers(str(out)) == []
     assert load_image(str(out / 'pred' / 'a.png.png')).shape == (8, 8, 3)
@@ -367,3 +369,146 @@ def test_cfg_options_that_are_not_key_value_exit_2(infer_tool, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "'foo' is not key=value" in err and 'Traceback' not in err
+
+
+# --- outputs on demand, overlapped I/O, several processes ----------------------------------------
+
+def output_files(out_dir: str) -> dict:
+    """Relative path -> bytes of every file under ``out_dir`` (hidden ones included)."""
+    return {osp.relpath(p, out_dir): open(p, 'rb').read()
+            for p in glob.glob(osp.join(out_dir, '**', '*'), recursive=True) + leftovers(out_dir)
+            if osp.isfile(p)}
+
+
+def test_only_what_is_wanted(infer_tool, real_folder, checkpoint, tmp_path, capsys):
+    """--no-vis --save-probs --palette --list: class-id PNGs in the chosen colours and
+    probabilities, for the listed images only; a listed path that is no image fails alone."""
+    from mmseg.utils import get_palette
+    listing = tmp_path / 'list.txt'
+    listing.write_text('gray.png\nphotos/exif.jpg\nnotes.txt\n')
+    out = str(tmp_path / 'out')
+    assert infer_tool.main([real_folder, CONFIG, checkpoint, '--out-dir', out, '--no-vis', '--save-probs',
+                            '--palette', 'cityscapes', '--list', str(listing), '--device', 'cpu']) == 1
+    captured = capsys.readouterr()
+    assert 'done 2, skipped 0, failed 1 of 3 images' in captured.out
+    assert 'time: decode ' in captured.out
+    assert f'failed: notes.txt: listed in {listing} but not an image found in the input' in captured.err
+    assert sorted(output_files(out)) == sorted(osp.join(kind, rel + ext) for rel in ['gray.png', 'photos/exif.jpg']
+                                               for kind, ext in [('pred', '.png'), ('probs', '.npy')])
+    pred = Image.open(osp.join(out, 'pred', 'gray.png.png'))
+    assert pred.getpalette()[:15] == sum(map(list, get_palette('cityscapes')[:5]), [])
+    probs = np.load(osp.join(out, 'probs', 'photos', 'exif.jpg.npy'))
+    assert probs.shape == (len(VTSHAPES_CLASSES), 40, 24) and probs.dtype == np.float16
+
+
+@pytest.mark.parametrize('option,message', [
+    (['--palette', 'rainbow'], r"unknown palette 'rainbow': choose one of model, random, cityscapes"),
+    (['--list', 'nope.txt'], r'cannot read the image list nope\.txt'),
+])
+def test_bad_output_options_are_one_line_before_any_work(option, message, infer_tool, real_folder,
+                                                         checkpoint, tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert infer_tool.main([real_folder, CONFIG, checkpoint, '--out-dir', str(out), *option]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), captured.err
+    assert not out.exists()
+
+
+def test_a_real_ctrl_c_with_loader_workers(checkpoint, tmp_path):
+    """SIGINT to the tool's process group (what Ctrl-C in a terminal sends, loader workers
+    included) while it runs: exit 130, the summary of what was done, no partial file."""
+    import signal
+    import time
+    root, out = tmp_path / 'in', tmp_path / 'out'
+    root.mkdir()
+    for i in range(80):
+        cv2.imwrite(str(root / f'{i:02d}.png'), RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    proc = subprocess.Popen([sys.executable, TOOL, str(root), CONFIG, checkpoint, '--out-dir', str(out),
+                             '--workers', '2'], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ONE_THREAD_ENV, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not glob.glob(str(out / 'pred' / '*.png')) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr[-3000:]
+    match = re.search(r'interrupted: done (\d+), skipped 0, failed 0 of 80 images', stderr)
+    assert match and 0 < int(match.group(1)) < 80, stderr[-3000:]
+    preds = glob.glob(str(out / 'pred' / '*.png'))
+    assert len(preds) == int(match.group(1))
+    for path in preds:
+        Image.open(path).load()  # complete
+    assert leftovers(str(out)) == [] and 'Traceback' not in stderr
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def torchrun_env() -> dict:
+    """dist_infer.sh's ``python`` is this interpreter; CPU processes (gloo) even where GPUs exist."""
+    return {**ONE_THREAD_ENV, 'PORT': str(free_port()), 'CUDA_VISIBLE_DEVICES': '',
+            'PATH': osp.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', '')}
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_bytes_one_process_writes(infer_tool, real_folder, checkpoint, tmp_path, capsys):
+    """dist_infer.sh with 2 gloo processes on the real folder (corrupt file, EXIF, 16-bit, one
+    image by sliding window): the same files, byte for byte, and one summary, from rank 0."""
+    single = str(tmp_path / 'single')
+    assert infer_tool.main([real_folder, CONFIG, checkpoint, '--out-dir', single, '--device', 'cpu',
+                            '--workers', '0']) == 1
+    capsys.readouterr()
+    two = str(tmp_path / 'two')
+    proc = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_infer.sh'), real_folder, CONFIG, checkpoint, '2',
+                           '--out-dir', two], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=torchrun_env())
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-4000:]  # the corrupt image
+    assert proc.stdout.count('done 8, skipped 0, failed 1 of 9 images') == 1, proc.stdout
+    assert '1 by sliding window' in proc.stdout and 'on cpu, 2 processes' in proc.stdout
+    assert proc.stderr.count(f'failed: {osp.join(real_folder, CORRUPT)}: cannot decode image') == 1
+    reference = output_files(single)
+    assert len(reference) == 16 and output_files(two) == reference
+
+
+@pytest.mark.slow
+def test_a_killed_rank_resumes_with_another_process_count(infer_tool, checkpoint, tmp_path, capsys):
+    """Rank 1 of 2 is killed (SIGKILL) while it predicts a large image and writes its logits; a
+    run with 1 process finishes the rest, redoing nothing that was finished, and the outputs
+    are those of one uninterrupted run, byte for byte, with no temporary file left."""
+    import signal
+    import time
+    root = tmp_path / 'in'
+    root.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(root / f'a{i}.png'), RNG.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    # sorted 6th: rank 1's last image; 700x700 slides over 121 windows of 96x96
+    smooth = cv2.resize(RNG.integers(0, 256, (40, 40, 3), dtype=np.uint8), (700, 700))
+    cv2.imwrite(str(root / 'b.png'), smooth)
+    args = [str(root), CONFIG, checkpoint, '--save-logits', '--out-dir']
+    reference = str(tmp_path / 'reference')
+    assert infer_tool.main([*args, reference, '--device', 'cpu', '--workers', '0']) == 0
+    capsys.readouterr()
+
+    out = tmp_path / 'out'
+    proc = subprocess.Popen(['bash', osp.join(REPO, 'tools', 'dist_infer.sh'), *args[:3], '2', *args[3:], str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=torchrun_env())
+    deadline, temporary = time.monotonic() + 300, []
+    while not temporary and proc.poll() is None and time.monotonic() < deadline:
+        temporary = glob.glob(str(out / 'logits' / '.b.png.npy.*.tmp'))  # b.png's logits are being written
+        time.sleep(0.01)
+    assert temporary, 'rank 1 never started b.png'
+    rank1 = int(osp.basename(temporary[0]).split('.')[4])  # .b.png.npy.<pid>.<hex>.tmp
+    os.kill(rank1, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and not (out / 'pred' / 'b.png.png').exists()
+    finished = len(glob.glob(str(out / 'pred' / '*.png')))
+    assert finished < 6 and leftovers(str(out))  # b.png's temporary logits file is still there
+
+    assert infer_tool.main([*args, str(out), '--device', 'cpu']) == 0
+    assert f'done {6 - finished}, skipped {finished}, failed 0 of 6 images' in capsys.readouterr().out
+    assert output_files(str(out)) == output_files(reference)  # nothing partial, nothing left over

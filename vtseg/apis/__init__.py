@@ -13,14 +13,16 @@ Example:
     >>> print(summary)  # done 12, skipped 0, failed 1 of 13 images in ...
 """
 from vtseg.visualization.draw import draw_overlay, vis_scale
-from .folder import FolderRunner, FolderSummary, ImageTask, find_images, infer_folder, output_names, prepare_output_dir
-from .inference import SegInferencer
-from .io import (IMAGE_EXTENSIONS, ImageDecodeError, atomic_write_bytes, encode_jpeg, encode_label_png, file_kind,
-                 is_image_file, load_image, make_dirs, open_regular_file, remove_created_dirs)
+from .folder import (FolderRunner, FolderSummary, ImageTask, MergedSummary, find_images, infer_folder, output_names,
+                     prepare_output_dir, read_image_list, select_listed, shard_tasks, tasks_digest)
+from .inference import PALETTE_CHOICES, SegInferencer, named_palette
+from .io import (IMAGE_EXTENSIONS, ImageDecodeError, NpyStreamWriter, atomic_write_bytes, encode_jpeg, encode_label_png,
+                 file_kind, is_image_file, load_image, make_dirs, open_regular_file, remove_created_dirs,
+                 temporary_target)
 from .model import (CheckpointMismatchError, InferenceSetupError, build_model, check_checkpoint_fits,
                     check_config_checkpoint, check_model_files, checkpoint_mismatch, checkpoint_state_dict,
                     inference_pipeline, load_config, load_weights, read_checkpoint, resolve_device)
-from .slide import predict_sliding, predict_whole, resize_argmax_into, window_grid
+from .slide import LogitsSink, class_probabilities, predict_sliding, predict_whole, resize_argmax_into, window_grid
 
 __all__ = [
     'SegInferencer', 'InferenceSetupError', 'CheckpointMismatchError', 'build_model', 'load_config',
@@ -30,5 +32,7 @@ __all__ = [
     'prepare_output_dir', 'remove_created_dirs', 'infer_folder', 'IMAGE_EXTENSIONS',
     'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file', 'load_image',
     'make_dirs', 'atomic_write_bytes', 'encode_label_png', 'encode_jpeg', 'draw_overlay', 'vis_scale',
-    'window_grid', 'predict_whole', 'predict_sliding', 'resize_argmax_into'
+    'window_grid', 'predict_whole', 'predict_sliding', 'resize_argmax_into', 'LogitsSink', 'class_probabilities',
+    'MergedSummary', 'read_image_list', 'select_listed', 'shard_tasks', 'tasks_digest', 'PALETTE_CHOICES',
+    'named_palette', 'NpyStreamWriter', 'temporary_target'
 ]

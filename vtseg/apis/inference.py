@@ -37,9 +37,9 @@ from mmseg.registry import DATASETS
 
 from .model import (CheckpointMismatchError, InferenceSetupError, build_model, check_model_files, inference_pipeline,
                     load_config, resolve_device)
-from .slide import predict_sliding, predict_whole, supports_streaming
+from .slide import LogitsSink, predict_sliding, predict_whole, supports_streaming
 
-__all__ = ['InferenceSetupError', 'CheckpointMismatchError', 'SegInferencer']
+__all__ = ['InferenceSetupError', 'CheckpointMismatchError', 'SegInferencer', 'PALETTE_CHOICES', 'named_palette']
 
 # Slide when an image side exceeds this many crop sides (and the config has a crop size).
 DEFAULT_SLIDE_RATIO = 2.0
@@ -50,6 +50,38 @@ def _generic_palette(num_colours: int) -> List[List[int]]:
     """Fixed pseudo-random RGB colours (the same every run)."""
     rng = np.random.RandomState(42)
     return rng.randint(0, 256, size=(num_colours, 3)).tolist()
+
+
+# --palette choices besides mmseg's data set names (mmseg.utils.dataset_aliases)
+PALETTE_CHOICES = ('model', 'random')
+
+
+def named_palette(name: str, num_classes: int, model_palette: Sequence[Sequence[int]]) -> List[List[int]]:
+    """RGB colour per class id for a palette choice.
+
+    Args:
+        name: ``'model'`` (the checkpoint's or config's data set colours, ``model_palette``),
+            ``'random'`` (fixed pseudo-random colours) or a data set mmseg knows
+            (``cityscapes``, ``ade``, ``voc``, ...: :func:`mmseg.utils.get_palette`).
+        num_classes: Class ids the model predicts; the palette must cover them.
+        model_palette: The model's own palette.
+
+    Raises:
+        InferenceSetupError: An unknown name, or a palette with fewer colours than classes.
+    """
+    from mmseg.utils import dataset_aliases, get_palette
+    if name == 'model':
+        return [list(map(int, c)) for c in model_palette]
+    if name == 'random':
+        return _generic_palette(num_classes)
+    if not any(name in aliases for aliases in dataset_aliases.values()):
+        known = ', '.join(list(PALETTE_CHOICES) + list(dataset_aliases))
+        raise InferenceSetupError(f'unknown palette {name!r}: choose one of {known}')
+    colours = [list(map(int, c)) for c in get_palette(name)]
+    if len(colours) < num_classes:
+        raise InferenceSetupError(f'palette {name} has {len(colours)} colours but the model predicts '
+                                  f'{num_classes} classes: choose another palette')
+    return colours[:num_classes]
 
 
 def _config_dataset_meta(cfg: Config) -> Optional[dict]:
@@ -204,7 +236,8 @@ class SegInferencer:
                           images: Sequence[np.ndarray],
                           slide: Optional[bool] = None,
                           window_batch_size: int = 1,
-                          on_window: Optional[Callable[[int, int], None]] = None
+                          on_window: Optional[Callable[[int, int], None]] = None,
+                          logits_sinks: Optional[Sequence[Optional[LogitsSink]]] = None
                           ) -> List[Tuple[np.ndarray, str]]:
         """Predict class-id maps, saying for each whether it was made by sliding windows.
 
@@ -218,6 +251,8 @@ class SegInferencer:
             window_batch_size: Windows per forward pass in sliding-window inference.
             on_window: Called with (windows done, windows of the image) during sliding-window
                 inference of each image.
+            logits_sinks: Per image, None or a :data:`~vtseg.apis.slide.LogitsSink` that
+                receives its ``(C, H, W)`` logits at the image's size, in strips.
 
         Returns:
             Per image: its (H, W) uint8 class ids at the image's own size, and ``'slide'`` or
@@ -229,27 +264,32 @@ class SegInferencer:
             # inputs: (C, H', W') tensor after the test pipeline
             by_shape.setdefault(tuple(sample['inputs'].shape[-2:]), []).append(index)
         results: List[Optional[Tuple[np.ndarray, str]]] = [None] * len(images)
+        all_sinks = list(logits_sinks) if logits_sinks is not None else [None] * len(images)
         for input_hw, indices in by_shape.items():
             slide_here = self.uses_slide(input_hw, slide)
             samples = [packed[i] for i in indices]
+            sinks = [all_sinks[i] for i in indices]
             with self._test_mode(slide_here):
                 if not supports_streaming(self.model, [s['data_samples'].metainfo for s in samples]):
-                    label_maps = self._predict_by_mmseg(samples)
+                    label_maps = self._predict_by_mmseg(samples, sinks)
                 elif slide_here:
                     crop_hw, stride_hw = self.slide_test_cfg.crop_size, self.slide_test_cfg.stride
                     label_maps = [predict_sliding(self.model, sample, tuple(crop_hw), tuple(stride_hw),
-                                                  window_batch_size, on_window)
-                                  for sample in samples]
+                                                  window_batch_size, on_window, sink)
+                                  for sample, sink in zip(samples, sinks)]
                 else:
-                    label_maps = predict_whole(self.model, samples)
+                    label_maps = predict_whole(self.model, samples, sinks)
             for index, label_map in zip(indices, label_maps):
                 results[index] = (label_map, 'slide' if slide_here else 'whole')
         return results
 
-    def _predict_by_mmseg(self, samples: List[dict]) -> List[np.ndarray]:
+    def _predict_by_mmseg(self, samples: List[dict],
+                          sinks: Sequence[Optional[LogitsSink]]) -> List[np.ndarray]:
         """mmseg's own prediction (full-size tensors), for segmentors other than encoder-decoders."""
         label_maps = []
-        for sample in self.forward(self.collate_fn(samples)):
+        for sample, sink in zip(self.forward(self.collate_fn(samples)), sinks):
+            if sink is not None:
+                sink(0, 0, sample.seg_logits.data)  # (C, H, W) at the original image size
             # pred_sem_seg.data: (1, H, W) int64 at the original image size
             label_maps.append(sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8))
         return label_maps

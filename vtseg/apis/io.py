@@ -7,13 +7,18 @@ image viewer shows, and fails with the decoder's reason instead of returning
 garbage; it never opens what is not a regular file (a named pipe called ``x.jpg``
 would block a reader forever). :func:`atomic_write_bytes` writes through a temporary file in the
 target's directory and ``os.replace``, so an output path either holds a complete
-file or is left as it was, even when the process is interrupted mid-write.
+file or is left as it was, even when the process is interrupted mid-write;
+:class:`NpyStreamWriter` does the same for an array written piece by piece (class
+scores of a large image, never whole in memory). Their temporary files are named
+``.<name>.<pid>.<hex>.tmp`` beside the target (:func:`temporary_target`), so a later
+run can remove those a killed process left.
 """
 import io
 import os
 import os.path as osp
+import secrets
 import stat
-from typing import BinaryIO, List, Sequence
+from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -25,7 +30,7 @@ from vtseg.utils.files import atomic_write_bytes
 __all__ = [
     'IMAGE_EXTENSIONS', 'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file',
     'load_image', 'make_dirs', 'remove_created_dirs', 'atomic_write_bytes', 'encode_label_png',
-    'encode_jpeg'
+    'encode_jpeg', 'NpyStreamWriter', 'temporary_target'
 ]
 
 # Files are picked by extension (case-insensitive); everything else in a folder is ignored.
@@ -189,3 +194,69 @@ def encode_jpeg(image_bgr: np.ndarray, quality: int = 90) -> bytes:
     if not ok:
         raise ValueError(f'OpenCV could not encode a JPEG of shape {image_bgr.shape}')
     return encoded.tobytes()
+
+
+def temporary_target(entry_name: str) -> Optional[str]:
+    """The file name a temporary file of :func:`atomic_write_bytes` or :class:`NpyStreamWriter`
+    was to become (``.<name>.<pid>.<hex>.tmp`` -> ``<name>``); None for other names."""
+    if not (entry_name.startswith('.') and entry_name.endswith('.tmp')):
+        return None
+    parts = entry_name[1:-len('.tmp')].rsplit('.', 2)
+    if len(parts) != 3 or not parts[1].isdigit() or len(parts[2]) != 8 or not parts[0]:
+        return None
+    return parts[0] if all(c in '0123456789abcdef' for c in parts[2]) else None
+
+
+class NpyStreamWriter:
+    """A ``.npy`` file written piece by piece, seen at its path only once complete.
+
+    The array lives in a memory-mapped temporary file beside ``path`` (named as
+    :func:`atomic_write_bytes` names its temporary files), is filled strip by strip and
+    renamed to ``path`` by :meth:`commit`; :meth:`discard` (or an error) removes it. The
+    process holds no copy of the array: written pages belong to the file, and the kernel
+    writes them out and drops them as it needs memory.
+
+    Args:
+        path: Destination ``.npy`` file; missing parent folders are created.
+        shape: Shape of the array, e.g. ``(C, H, W)``.
+        dtype: Its element type.
+    """
+
+    def __init__(self, path: str, shape: Tuple[int, ...], dtype: np.dtype = np.float16) -> None:
+        self.path = path
+        directory = osp.dirname(osp.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self.tmp_path = osp.join(directory, f'.{osp.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
+        # the file is created here (open_memmap writes the header), the data filled in by write()
+        self.array = np.lib.format.open_memmap(self.tmp_path, mode='w+', dtype=dtype, shape=tuple(shape))
+
+    def write(self, axis: int, start: int, strip: np.ndarray) -> None:
+        """Store ``strip`` at rows (``axis=0``) or columns (``axis=1``) ``start``.. of a
+        ``(C, H, W)`` array: ``strip`` is ``(C, n, W)`` or ``(C, H, n)``."""
+        if axis == 0:
+            self.array[:, start:start + strip.shape[1]] = strip
+        else:
+            self.array[:, :, start:start + strip.shape[2]] = strip
+
+    def commit(self) -> None:
+        """Flush the array to disk and rename it to :attr:`path`."""
+        try:
+            self.array.flush()
+            del self.array
+            fd = os.open(self.tmp_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the data is on disk before the name points at it
+            finally:
+                os.close(fd)
+            os.replace(self.tmp_path, self.path)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Remove the temporary file (the destination is left as it was)."""
+        self.__dict__.pop('array', None)
+        try:
+            os.remove(self.tmp_path)
+        except OSError:
+            pass

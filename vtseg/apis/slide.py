@@ -22,6 +22,11 @@ Here the same numbers are computed in pieces:
   at a time with the weights of ``F.interpolate`` before taking the argmax
   (:func:`resize_argmax_into`).
 
+Callers who want the class scores themselves (``tools/infer.py --save-logits``) pass a
+:data:`LogitsSink`: it receives the logits at the original image size in the same
+pieces (strips of rows or columns) as the class ids are made, so they are never whole
+in memory either.
+
 Tests compare the result with mmseg's ``slide_inference`` + ``postprocess_result``
 (float tolerance: sums of the same numbers in another grouping).
 """
@@ -32,12 +37,15 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'Box', 'window_grid', 'slide_logit_strips', 'resize_argmax_into', 'LabelMapAssembler',
-    'supports_streaming', 'predict_whole', 'slide_encoder', 'predict_sliding'
+    'Box', 'LogitsSink', 'window_grid', 'slide_logit_strips', 'resize_argmax_into', 'LabelMapAssembler',
+    'supports_streaming', 'predict_whole', 'slide_encoder', 'predict_sliding', 'class_probabilities'
 ]
 
 # (y1, y2, x1, x2) of a window in the model's input, end exclusive.
 Box = Tuple[int, int, int, int]
+# Receives logits at the original image size, piece by piece: (axis, start, strip) with strip
+# (C, n, W) for rows start..start+n (axis 0) or (C, H, n) for columns (axis 1).
+LogitsSink = Callable[[int, int, torch.Tensor], None]
 # Elements of float32 per chunk of the resize (about 32 MB).
 _RESIZE_CHUNK_ELEMENTS = 8 * 1024 * 1024
 
@@ -156,6 +164,14 @@ def _source_index(out_size: int, in_size: int, align_corners: bool,
     return index0, index1, weight1
 
 
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities of ``(C, ...)`` logits: softmax over C, or the sigmoid when C is 1
+    (a binary head, whose class-1 probability it is)."""
+    if logits.shape[0] > 1:
+        return logits.float().softmax(dim=0)
+    return logits.float().sigmoid()
+
+
 def _class_ids(logits: torch.Tensor, threshold: Optional[float]) -> torch.Tensor:
     """(n, m) uint8 class ids of ``(C, n, m)`` logits: argmax, or sigmoid > threshold when C is 1."""
     if logits.shape[0] > 1:
@@ -165,7 +181,8 @@ def _class_ids(logits: torch.Tensor, threshold: Optional[float]) -> torch.Tensor
 
 def resize_argmax_into(labels: np.ndarray, logits: torch.Tensor, align_corners: bool,
                        threshold: Optional[float] = None,
-                       chunk_elements: int = _RESIZE_CHUNK_ELEMENTS) -> None:
+                       chunk_elements: int = _RESIZE_CHUNK_ELEMENTS,
+                       sink: Optional[LogitsSink] = None) -> None:
     """Bilinearly resize ``(C, h, w)`` logits to ``labels``' size and write their class ids.
 
     Equal to ``F.interpolate(logits[None], labels.shape, mode='bilinear',
@@ -179,6 +196,7 @@ def resize_argmax_into(labels: np.ndarray, logits: torch.Tensor, align_corners: 
         align_corners: As the decode head's ``align_corners``.
         threshold: For one output channel: class 1 where ``sigmoid(logit) > threshold``.
         chunk_elements: About how many float32 values a chunk of output rows may hold.
+        sink: Also receives each chunk of resized logits, ``(0, top, (C, rows, W))``.
     """
     num_classes, in_h, in_w = logits.shape
     out_h, out_w = labels.shape
@@ -194,6 +212,8 @@ def resize_argmax_into(labels: np.ndarray, logits: torch.Tensor, align_corners: 
                                 align_corners=align_corners)[0]
         weight1 = row_weight1[top:bottom, None]
         chunk = ((1 - weight1) * widened[:, index0 - first] + weight1 * widened[:, index1 - first])
+        if sink is not None:
+            sink(0, top, chunk)
         labels[top:bottom] = _class_ids(chunk, threshold).cpu().numpy()
 
 
@@ -213,10 +233,12 @@ class LabelMapAssembler:
         align_corners: The decode head's ``align_corners``.
         threshold: The decode head's ``threshold`` (one output channel only).
         device: Where the logits live.
+        sink: Also receives the logits at the original size, in strips (see :data:`LogitsSink`).
     """
 
     def __init__(self, meta: dict, input_hw: Tuple[int, int], num_classes: int,
-                 align_corners: bool, threshold: Optional[float], device: torch.device) -> None:
+                 align_corners: bool, threshold: Optional[float], device: torch.device,
+                 sink: Optional[LogitsSink] = None) -> None:
         padding = meta.get('img_padding_size', meta.get('padding_size', None)) or [0, 0, 0, 0]
         left, right, top, bottom = (int(p) for p in padding)
         self.valid = ((top, input_hw[0] - bottom), (left, input_hw[1] - right))
@@ -224,6 +246,7 @@ class LabelMapAssembler:
         self.labels = np.zeros(tuple(int(s) for s in meta['ori_shape'][:2]), dtype=np.uint8)
         self.align_corners = align_corners
         self.threshold = threshold
+        self.sink = sink
         # Logits are kept only when they must be resized: their resolution is then the one
         # the test pipeline chose, not the original image's.
         self.logits = None
@@ -241,6 +264,8 @@ class LabelMapAssembler:
         if self.logits is not None:
             self.logits.narrow(axis + 1, first - low, last - first).copy_(strip)
             return
+        if self.sink is not None:
+            self.sink(axis, first - low, strip)
         ids = _class_ids(strip, self.threshold).cpu().numpy()
         if axis == 0:
             self.labels[first - low:last - low] = ids
@@ -250,7 +275,7 @@ class LabelMapAssembler:
     def finish(self) -> np.ndarray:
         """(H, W) uint8 class ids at the original image size."""
         if self.logits is not None:
-            resize_argmax_into(self.labels, self.logits, self.align_corners, self.threshold)
+            resize_argmax_into(self.labels, self.logits, self.align_corners, self.threshold, sink=self.sink)
             self.logits = None
         return self.labels
 
@@ -264,21 +289,23 @@ def supports_streaming(model: torch.nn.Module, metas: Sequence[dict]) -> bool:
 
 
 def _assembler(model: torch.nn.Module, meta: dict, input_hw: Tuple[int, int],
-               device: torch.device) -> LabelMapAssembler:
+               device: torch.device, sink: Optional[LogitsSink] = None) -> LabelMapAssembler:
     # EncoderDecoder copies align_corners from its head (CascadeEncoderDecoder: the last one)
     head = model.decode_head[-1] if isinstance(model.decode_head, torch.nn.ModuleList) else \
         model.decode_head
     return LabelMapAssembler(meta, input_hw, int(model.out_channels), bool(model.align_corners),
-                             getattr(head, 'threshold', None), device)
+                             getattr(head, 'threshold', None), device, sink)
 
 
 @torch.inference_mode()
-def predict_whole(model: torch.nn.Module, samples: Sequence[dict]) -> List[np.ndarray]:
+def predict_whole(model: torch.nn.Module, samples: Sequence[dict],
+                  sinks: Optional[Sequence[Optional[LogitsSink]]] = None) -> List[np.ndarray]:
     """Class ids of a batch of equal-size inputs, predicted whole (``test_cfg.mode='whole'``).
 
     Args:
         model: An mmseg encoder-decoder (see :func:`supports_streaming`).
         samples: Test-pipeline outputs (``inputs``: (3, h, w) uint8, ``data_samples``).
+        sinks: Per sample, None or a :data:`LogitsSink` for its logits at the original size.
 
     Returns:
         (H, W) uint8 class ids per sample, at its original size.
@@ -288,8 +315,8 @@ def predict_whole(model: torch.nn.Module, samples: Sequence[dict]) -> List[np.nd
     metas = [sample.metainfo for sample in data['data_samples']]
     logits = model.encode_decode(data['inputs'], metas)  # (B, C, h, w)
     labels = []
-    for meta, image_logits in zip(metas, logits):
-        assembler = _assembler(model, meta, tuple(image_logits.shape[1:]), image_logits.device)
+    for meta, image_logits, sink in zip(metas, logits, sinks or [None] * len(metas)):
+        assembler = _assembler(model, meta, tuple(image_logits.shape[1:]), image_logits.device, sink)
         assembler.add(0, 0, image_logits)
         labels.append(assembler.finish())
     return labels
@@ -342,7 +369,8 @@ def predict_sliding(model: torch.nn.Module,
                     crop_hw: Tuple[int, int],
                     stride_hw: Tuple[int, int],
                     window_batch_size: int = 1,
-                    on_window: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+                    on_window: Optional[Callable[[int, int], None]] = None,
+                    sink: Optional[LogitsSink] = None) -> np.ndarray:
     """Class ids of one input predicted by sliding windows, in bounded memory.
 
     Args:
@@ -352,6 +380,7 @@ def predict_sliding(model: torch.nn.Module,
         stride_hw: Step between window origins.
         window_batch_size: Windows per forward pass.
         on_window: Called with (windows done, windows in all) after each forward pass.
+        sink: Receives the logits at the original size, in strips.
 
     Returns:
         (H, W) uint8 class ids at the original image size.
@@ -361,6 +390,6 @@ def predict_sliding(model: torch.nn.Module,
     for axis, start, strip in slide_logit_strips(encode, input_hw, crop_hw, stride_hw,
                                                  window_batch_size, on_window):
         if assembler is None:
-            assembler = _assembler(model, meta, input_hw, strip.device)
+            assembler = _assembler(model, meta, input_hw, strip.device, sink)
         assembler.add(axis, start, strip)
     return assembler.finish()
