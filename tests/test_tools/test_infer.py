@@ -512,3 +512,31 @@ def test_a_killed_rank_resumes_with_another_process_count(infer_tool, checkpoint
     assert infer_tool.main([*args, str(out), '--device', 'cpu']) == 0
     assert f'done {6 - finished}, skipped {finished}, failed 0 of 6 images' in capsys.readouterr().out
     assert output_files(str(out)) == output_files(reference)  # nothing partial, nothing left over
+
+
+def test_readme_throughput_table_is_the_benchmark_result():
+    """README "Dense inference on folders": the throughput table and the sentences about it show
+    benchmarks/results/infer-throughput.json (benchmarks/infer_throughput.py's output)."""
+    import json
+    readme = open(osp.join(REPO, 'README.md')).read()
+    text = readme.split('## Dense inference on folders', 1)[1].split('\n## ', 1)[0]
+    with open(osp.join(REPO, 'benchmarks', 'results', 'infer-throughput.json')) as f:
+        summary = json.load(f)['summary']
+    table = text.split('| way | img/s | vs `MMSegInferencer` |', 1)[1].split('\n\n', 1)[0]
+    rows = [[cell.strip().strip('*') for cell in line.strip('|').split('|')] for line in table.strip().splitlines()[2:]]
+    ways = ['infer', 'infer --no-vis', 'infer 2 proc', 'infer 2 proc --no-vis', 'mmseg']
+    assert len(rows) == len(ways)
+    mmseg = summary['mmseg']['images_per_second']
+    for row, way in zip(rows, ways):
+        result = summary[way]
+        assert row[1] == f'{result["images_per_second"]:.1f}', way
+        assert row[2] == f'{result["images_per_second"] / mmseg:.2f}x', way
+        stages = result.get('stages')
+        expected = [f'{stages[s]:.1f}' for s in ['decode', 'predict', 'encode', 'write', 'waited']] if stages \
+            else ['-'] * 5
+        assert row[3:] == expected, way
+    one = summary['infer']
+    sentence = ' '.join(text.split())
+    assert f'predicting takes {one["stages"]["predict"]:.0f} of its {one["seconds"]:.0f} seconds' in sentence
+    assert f"mmseg's whole loop is {summary['mmseg']['seconds']:.1f} s, our forward passes alone " \
+        f"{summary['infer --no-vis']['stages']['predict']:.0f} s" in sentence

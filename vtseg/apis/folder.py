@@ -652,7 +652,7 @@ class FolderRunner:
     def _decoded(self, tasks: Sequence[ImageTask]) -> Iterator[Tuple[ImageTask, Optional[np.ndarray], str]]:
         """``(task, image or None, reason it failed)`` per task, in order."""
         dataset = _DecodeTasks(tasks)
-        if self.workers == 0:
+        if self.workers == 0 or not tasks:  # no worker processes to start for nothing
             items: Iterator = (dataset[index] for index in range(len(dataset)))
         else:
             loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=self.workers,
