@@ -200,3 +200,30 @@ def test_temporary_names_are_those_of_the_atomic_writer(tmp_path, monkeypatch):
                  '.a.png.x1.01234567.tmp']:
         assert temporary_target(name) is None, name
     assert temporary_target('.a.b.png.99.0123abcd.tmp') == 'a.b.png'
+
+
+@pytest.mark.parametrize('shape,dtype,error', [((2, -2), np.float16, 'negative dimensions'),
+                                               ((2, 2), object, 'Python objects')])
+def test_npy_stream_writer_that_cannot_start_leaves_nothing(tmp_path, shape, dtype, error):
+    from vtseg.apis import NpyStreamWriter
+    (tmp_path / 'x.npy').write_bytes(b'earlier')
+    with pytest.raises(ValueError, match=error):
+        NpyStreamWriter(str(tmp_path / 'x.npy'), shape, dtype)
+    assert os.listdir(tmp_path) == ['x.npy'] and (tmp_path / 'x.npy').read_bytes() == b'earlier'
+
+
+def test_npy_stream_writer_failing_to_commit_leaves_the_old_file(tmp_path, monkeypatch):
+    from vtseg.apis import NpyStreamWriter
+    path = tmp_path / 'x.npy'
+    np.save(path, np.zeros((1, 2, 2), np.float16))
+    writer = NpyStreamWriter(str(path), (1, 2, 2))
+    writer.write(0, 0, np.ones((1, 2, 2), np.float16))
+
+    def full_disk(fd):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(os, 'fsync', full_disk)
+    with pytest.raises(OSError, match='No space left'):
+        writer.commit()
+    writer.discard()  # what FolderRunner does after a failure: a no-op now
+    assert os.listdir(tmp_path) == ['x.npy']
+    np.testing.assert_array_equal(np.load(path), np.zeros((1, 2, 2), np.float16))

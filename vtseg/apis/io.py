@@ -16,7 +16,6 @@ run can remove those a killed process left.
 import io
 import os
 import os.path as osp
-import secrets
 import stat
 from typing import BinaryIO, List, Optional, Sequence, Tuple
 
@@ -25,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from vtseg.utils.errors import one_line
-from vtseg.utils.files import atomic_write_bytes
+from vtseg.utils.files import AtomicWriter, atomic_write_bytes
 
 __all__ = [
     'IMAGE_EXTENSIONS', 'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file',
@@ -210,11 +209,11 @@ def temporary_target(entry_name: str) -> Optional[str]:
 class NpyStreamWriter:
     """A ``.npy`` file written piece by piece, seen at its path only once complete.
 
-    The array lives in a memory-mapped temporary file beside ``path`` (named as
-    :func:`atomic_write_bytes` names its temporary files), is filled strip by strip and
-    renamed to ``path`` by :meth:`commit`; :meth:`discard` (or an error) removes it. The
-    process holds no copy of the array: written pages belong to the file, and the kernel
-    writes them out and drops them as it needs memory.
+    The array lives in a memory-mapped temporary file beside ``path`` (an
+    :class:`~vtseg.utils.files.AtomicWriter`, the one mechanism of :func:`atomic_write_bytes`),
+    is filled strip by strip and renamed to ``path`` by :meth:`commit`; :meth:`discard` (or an
+    error) removes it. The process holds no copy of the array: written pages belong to the
+    file, and the kernel writes them out and drops them as it needs memory.
 
     Args:
         path: Destination ``.npy`` file; missing parent folders are created.
@@ -223,12 +222,21 @@ class NpyStreamWriter:
     """
 
     def __init__(self, path: str, shape: Tuple[int, ...], dtype: np.dtype = np.float16) -> None:
+        dtype = np.dtype(dtype)
+        if dtype.hasobject:
+            raise ValueError(f'{path}: an array of {dtype} holds Python objects and cannot be memory-mapped')
         self.path = path
-        directory = osp.dirname(osp.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        self.tmp_path = osp.join(directory, f'.{osp.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
-        # the file is created here (open_memmap writes the header), the data filled in by write()
-        self.array = np.lib.format.open_memmap(self.tmp_path, mode='w+', dtype=dtype, shape=tuple(shape))
+        self._target = AtomicWriter(path)
+        self.tmp_path = self._target.tmp_path
+        try:
+            # the header open_memmap writes, then the data mapped after it and filled in by write()
+            np.lib.format.write_array_header_1_0(self._target.file, dict(
+                descr=np.lib.format.dtype_to_descr(dtype), fortran_order=False, shape=tuple(shape)))
+            offset = self._target.file.tell()
+            self.array = np.memmap(self._target.file, dtype=dtype, mode='r+', shape=tuple(shape), offset=offset)
+        except BaseException:
+            self._target.discard()
+            raise
 
     def write(self, axis: int, start: int, strip: np.ndarray) -> None:
         """Store ``strip`` at rows (``axis=0``) or columns (``axis=1``) ``start``.. of a
@@ -242,21 +250,13 @@ class NpyStreamWriter:
         """Flush the array to disk and rename it to :attr:`path`."""
         try:
             self.array.flush()
-            del self.array
-            fd = os.open(self.tmp_path, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # the data is on disk before the name points at it
-            finally:
-                os.close(fd)
-            os.replace(self.tmp_path, self.path)
+            del self.array  # unmapped before the file is closed and renamed
         except BaseException:
             self.discard()
             raise
+        self._target.commit()  # fsync, rename; removes the temporary file if that fails
 
     def discard(self) -> None:
-        """Remove the temporary file (the destination is left as it was)."""
+        """Remove the temporary file (the destination is left as it was); a no-op once committed."""
         self.__dict__.pop('array', None)
-        try:
-            os.remove(self.tmp_path)
-        except OSError:
-            pass
+        self._target.discard()
