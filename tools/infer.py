@@ -261,19 +261,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return summary.exit_code
 
 
-def exit_process(status: int) -> None:
-    """Leave the process group, if any, and end with ``status`` (see
-    :func:`vtseg.mm.runtime.finish_distributed_process`: a rank left to the interpreter's
-    finalisation can abort in gloo's threads after a run that succeeded)."""
-    leave_process_group()
-    if status == 0:
-        finish_distributed_process()  # exits 0 now in a distributed run
-    elif torch_dist.is_available() and os.environ.get('WORLD_SIZE', '1') not in ('', '1'):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)  # the same early exit, with the run's status
-    sys.exit(status)
-
-
 if __name__ == '__main__':
-    exit_process(main())
+    exit_status = main()
+    leave_process_group()
+    finish_distributed_process(exit_status)  # a rank that ran distributed ends here (see there)
+    sys.exit(exit_status)

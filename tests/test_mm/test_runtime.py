@@ -126,19 +126,20 @@ def main():
     print('done', end='')  # unflushed: finish_distributed_process must flush it
 
 main()
-finish_distributed_process()
-print(' after', flush=True)  # never reached: the process ended with status 0
+finish_distributed_process(int(sys.argv[3]))
+print(' after', flush=True)  # never reached: the process ended with the status given
 '''
 
 
-@pytest.mark.parametrize('outcome', ['ok', 'fail'])
-def test_finish_distributed_process(outcome, tmp_path):
-    """A finished rank exits 0 with its output flushed and nothing after it runs; an error
-    before it is still a traceback and exit status 1."""
-    proc = subprocess.run([sys.executable, '-c', FINISH_SCRIPT, str(tmp_path / 'store'), outcome],
+@pytest.mark.parametrize('outcome,status', [('ok', 0), ('ok', 1), ('ok', 130), ('fail', 0)])
+def test_finish_distributed_process(outcome, status, tmp_path):
+    """A finished rank exits with the status it is given (0 by default: done; tools/infer.py's
+    1 for failed images, 130 when interrupted) with its output flushed and nothing after it
+    runs; an error before it is still a traceback and exit status 1."""
+    proc = subprocess.run([sys.executable, '-c', FINISH_SCRIPT, str(tmp_path / 'store'), outcome, str(status)],
                           capture_output=True, text=True, timeout=120)
     if outcome == 'ok':
-        assert (proc.returncode, proc.stdout) == (0, 'done'), proc.stderr[-2000:]
+        assert (proc.returncode, proc.stdout) == (status, 'done'), proc.stderr[-2000:]
     else:
         assert proc.returncode == 1 and 'RuntimeError: a real failure' in proc.stderr
         assert proc.stdout == ''
@@ -150,5 +151,6 @@ def test_finish_is_a_no_op_without_a_group():
     runtime._left_process_group = False
     try:
         runtime.finish_distributed_process()  # returns: this pytest process goes on
+        runtime.finish_distributed_process(1)
     finally:
         runtime._left_process_group = flag

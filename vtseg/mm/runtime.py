@@ -15,8 +15,8 @@ exclusive ``flock`` on ``WORK_DIR/.train.lock``, the second is refused with one
 line naming the first. The kernel drops the lock when its process ends, however
 it ends (``kill -9`` included), so a lock is never stale.
 
-:func:`finish_distributed_process` ends a rank that finished its work with exit
-status 0 before the interpreter's finalisation, where gloo's C++ threads could
+:func:`finish_distributed_process` ends a rank that finished its work with its exit
+status before the interpreter's finalisation, where gloo's C++ threads could
 abort it (see there).
 """
 import datetime
@@ -131,21 +131,25 @@ def leave_process_group() -> None:
         _left_process_group = True
 
 
-def finish_distributed_process() -> None:
-    """Exit with status 0 now if this process left a process group; a no-op otherwise.
+def finish_distributed_process(status: int = 0) -> None:
+    """End this process now with exit ``status`` if it left a process group; a no-op otherwise.
 
-    Call it after the tool's ``main()`` returned (its runner is unreferenced by then).
-    ``destroy_process_group`` only unregisters the group: DDP's reducer and gloo's
-    pending work objects still hold it, and its worker threads still run. Left to
-    the interpreter's exit, the group is freed during finalisation, when a gloo
-    thread that needs the GIL (to drop a tensor's Python reference) is stopped by
-    the dying interpreter inside a ``noexcept`` frame: ``terminate called without
-    an active exception``, SIGABRT, exit status 1 after a run that succeeded (about
-    1 run in 5 with 2 CPU processes). Here the run's objects are collected while
-    the interpreter is whole (DataLoader workers shut down, the group's threads
-    joined), logs and streams are flushed, and the process ends with ``os._exit(0)``,
-    skipping the finalisation. Errors never get here: an exception from ``main()``
-    still ends the process with a traceback and status 1.
+    Call it after the tool's ``main()`` returned (its runner is unreferenced by then), with
+    the status ``main()`` decided (``0``: done; ``tools/infer.py`` also ends with 1 when some
+    images failed, 130 when interrupted). ``destroy_process_group`` only unregisters the group:
+    DDP's reducer and gloo's pending work objects still hold it, and its worker threads still
+    run. Left to the interpreter's exit, the group is freed during finalisation, when a gloo
+    thread that needs the GIL (to drop a tensor's Python reference) is stopped by the dying
+    interpreter inside a ``noexcept`` frame: ``terminate called without an active exception``,
+    SIGABRT, exit status 1 after a run that succeeded (about 1 run in 5 with 2 CPU processes),
+    or a status the caller did not choose. Here the run's objects are collected while the
+    interpreter is whole (DataLoader workers shut down, the group's threads joined), logs and
+    streams are flushed, and the process ends with ``os._exit(status)``, skipping the
+    finalisation. Exceptions never get here: one raised by ``main()`` still ends the process
+    with a traceback and status 1.
+
+    Args:
+        status: The exit status (0 to 255).
     """
     if not _left_process_group:
         return
@@ -156,7 +160,7 @@ def finish_distributed_process() -> None:
             stream.flush()
         except (OSError, ValueError):  # closed or broken pipe: nothing more can be said
             pass
-    os._exit(0)
+    os._exit(status)
 
 
 # Where each launcher puts a process's global rank before the process group exists.
