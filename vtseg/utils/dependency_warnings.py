@@ -5,7 +5,10 @@ setuptools, mmseg and mmengine, none of which asks the user to do anything; a li
 that matters was lost among them. Each entry of :data:`KNOWN_HARMLESS_WARNINGS`
 names one warning exactly (its message's start and its category, not a whole
 module) and why it is harmless; :data:`KNOWN_HARMLESS_LOGS` does the same for the
-lines mmengine logs at WARNING level. Anything else still shows.
+lines mmengine logs at WARNING level, :data:`KNOWN_HARMLESS_EXPORT_WARNINGS` and
+:data:`KNOWN_HARMLESS_STATIC_EXPORT_WARNINGS` for the warnings of torch's ONNX exporter
+(hidden only while :func:`vtseg.utils.export.export_onnx` runs:
+:func:`hiding_known_export_warnings`). Anything else still shows.
 
 ``import vtseg`` calls :func:`hide_known_dependency_warnings` before it imports any
 OpenMMLab package, unless Python was given warning options (``python -W default``,
@@ -14,15 +17,19 @@ The log lines are hidden on the logger mmengine uses outside a runner; a tool th
 builds a runner hands its logger to :func:`filter_known_dependency_logs`.
 :func:`show_all_warnings` (the tools' ``--verbose``) turns all of it off again.
 """
+import contextlib
 import logging
 import re
 import sys
 import warnings
 import weakref
-from typing import Tuple, Type
+from typing import Iterator, Tuple, Type
 
-__all__ = ['KNOWN_HARMLESS_WARNINGS', 'KNOWN_HARMLESS_LOGS', 'hide_known_dependency_warnings',
-           'filter_known_dependency_logs', 'show_all_warnings']
+from torch.jit import TracerWarning
+
+__all__ = ['KNOWN_HARMLESS_WARNINGS', 'KNOWN_HARMLESS_LOGS', 'KNOWN_HARMLESS_EXPORT_WARNINGS',
+           'KNOWN_HARMLESS_STATIC_EXPORT_WARNINGS', 'hide_known_dependency_warnings', 'filter_known_dependency_logs',
+           'hiding_known_export_warnings', 'show_all_warnings']
 
 # (start of the message as a regular expression, category, why it is harmless)
 KNOWN_HARMLESS_WARNINGS: Tuple[Tuple[str, Type[Warning], str], ...] = (
@@ -53,6 +60,27 @@ KNOWN_HARMLESS_LOGS: Tuple[Tuple[str, str], ...] = (
      "mmengine's own CheckpointHook builds a FileClient in every training; no config asks for it"),
     (r'"HardDiskBackend" is the alias of "LocalBackend" and the former will be deprecated in future\.$',
      'the same FileClient, choosing its local-disk backend inside mmengine'),
+)
+
+# Warnings torch.onnx.export raises while it traces a model: (start of the message as a regular
+# expression, category, the module the warning is attributed to as a regular expression, why it is
+# harmless). Hidden only during an export (hiding_known_export_warnings), not for a whole process.
+KNOWN_HARMLESS_EXPORT_WARNINGS: Tuple[Tuple[str, Type[Warning], str, str], ...] = (
+    (r'You are using the legacy TorchScript-based ONNX export', DeprecationWarning, r'vtseg\.utils\.export$',
+     'vtseg.utils.export picks the TorchScript exporter (dynamo=False) on purpose: it needs only the onnx '
+     'package, where the torch.export-based one also needs onnxscript'),
+    (r'The feature will be removed\. Please remove usage of this function', DeprecationWarning, r'torch\.onnx\.',
+     "torch's TorchScript exporter calling its own deprecated exporter_context: nothing the caller passes"),
+)
+
+# Harmless only in a graph exported for one input size (no dynamic axes). With dynamic axes the same
+# warnings say that the traced height and width became constants of the graph (mmseg's resize sizes:
+# the output would keep the traced size for any other input), the one thing a dynamic export must
+# not hide, so hiding_known_export_warnings shows them then.
+KNOWN_HARMLESS_STATIC_EXPORT_WARNINGS: Tuple[Tuple[str, Type[Warning], str, str], ...] = (
+    (r'Converting a tensor to a Python integer', TracerWarning, r'mmseg\.models\.utils\.wrappers$',
+     "mmseg's Upsample and resize() turn the input's height and width into Python ints: constants, as "
+     'every shape is in a graph for one input size'),
 )
 
 # Whether the filters are on (hide_known_dependency_warnings ran, show_all_warnings did not since),
@@ -113,6 +141,24 @@ def filter_known_dependency_logs(logger: logging.Logger) -> bool:
         logger.addFilter(_KnownHarmlessLogFilter())
         _filtered_loggers.add(logger)
     return True
+
+
+@contextlib.contextmanager
+def hiding_known_export_warnings(static_shapes: bool) -> Iterator[None]:
+    """Within the block, ignore :data:`KNOWN_HARMLESS_EXPORT_WARNINGS`, and
+    :data:`KNOWN_HARMLESS_STATIC_EXPORT_WARNINGS` too when ``static_shapes``; the warning filters
+    are restored afterwards. Hides nothing while every warning is shown (``python -W ...``,
+    ``PYTHONWARNINGS``, :func:`show_all_warnings`).
+
+    Args:
+        static_shapes: The export fixes every input shape (no dynamic axes).
+    """
+    with warnings.catch_warnings():
+        if _hiding:
+            known = KNOWN_HARMLESS_EXPORT_WARNINGS + (KNOWN_HARMLESS_STATIC_EXPORT_WARNINGS if static_shapes else ())
+            for message, category, module, _ in known:
+                warnings.filterwarnings('ignore', message=message, category=category, module=module)
+        yield
 
 
 def show_all_warnings() -> None:

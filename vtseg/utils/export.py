@@ -5,13 +5,13 @@ Models are exported with torch's TorchScript-based exporter (``dynamo=False``): 
 needs only the ``onnx`` package, where the dynamo exporter also needs ``onnxscript``.
 """
 import io
-import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from vtseg.utils.dependency_warnings import hiding_known_export_warnings
 from vtseg.utils.files import atomic_write_bytes
 
 __all__ = ['DEFAULT_OPSET', 'SegmentorLogits', 'export_onnx', 'onnx_session', 'run_onnx',
@@ -84,10 +84,9 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # The TorchScript exporter announces its deprecation and warns about
-            # Python values it traces as constants (shapes); neither is actionable here.
-            warnings.simplefilter('ignore')
+        # torch's deprecation notices of its TorchScript exporter are hidden; so are mmseg's shapes
+        # traced as constants, but only in a graph for one input size (see dependency_warnings)
+        with torch.no_grad(), hiding_known_export_warnings(static_shapes=not dynamic_axes):
             torch.onnx.export(model, tuple(inputs), graph, dynamo=False, opset_version=opset,
                               input_names=input_names,
                               output_names=list(output_names) if output_names else None,
