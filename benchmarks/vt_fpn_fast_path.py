@@ -4,9 +4,7 @@
 top-down sums and the projections into the lateral maps it made, and adds nearest-2x
 upsampling as a broadcast. Its plain twin is reached without a switch in the model: the
 same neck with its parameters frozen, run with autograd on (nothing requires grad, so no
-graph is recorded, but ``torch.is_grad_enabled()`` is True) and with
-``upsample_cfg=dict(mode='nearest', align_corners=None)`` (the same interpolation, which
-``add_upsampled`` does not take for its broadcast). The three necks are built from the
+graph is recorded, but ``torch.is_grad_enabled()`` is True). The three necks are built from the
 shipped R-50 model configs and timed interleaved in one process on the ResNet-50 C2-C5
 shapes of a 512x512 image, like ``tools/benchmark.py``'s ``fpn-neck`` pair.
 
@@ -42,7 +40,7 @@ def build_necks() -> Dict[str, torch.nn.Module]:
     vt_cfg = Config.fromfile(osp.join(models, 'vt-fpn_r50.py')).model.neck
     torch.manual_seed(0)
     fast = MODELS.build(vt_cfg).eval()
-    plain = MODELS.build(dict(vt_cfg, upsample_cfg=dict(mode='nearest', align_corners=None))).eval()
+    plain = MODELS.build(vt_cfg).eval()
     plain.load_state_dict(fast.state_dict())
     plain.requires_grad_(False)
     return dict(fpn=MODELS.build(fpn_cfg).eval(), vt_fast=fast, vt_plain=plain)
