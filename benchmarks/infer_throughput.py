@@ -17,6 +17,8 @@ order each round) so that the load of this shared machine falls on all of them a
 - ``infer``: ``tools/infer.py`` (class-id PNG + overlay per image), default loader workers
   and writer threads;
 - ``infer --no-vis``: class-id PNGs only;
+- ``infer --no-vis --no-channels-last``: the same with the model in the default memory format,
+  which measures what ``SegInferencer``'s channels-last default gains;
 - ``infer 2 proc``, ``infer 2 proc --no-vis``: the same through ``tools/dist_infer.sh`` (torchrun,
   2 gloo processes, torchrun's default of one OpenMP thread each);
 - ``mmseg``: ``MMSegInferencer(config, checkpoint)(paths, out_dir=...)``, which writes a
@@ -49,7 +51,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'vtshapes', 'vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py')
 DEMO_CHECKPOINT = osp.join(REPO, 'work_dirs', 'vtshapes_seeds', 'vt-fpn_r18_1xb8-1.5k_vtshapes-96x96', 'seed0',
                            'iter_1500.pth')
-WAYS = ('infer', 'infer --no-vis', 'infer 2 proc', 'infer 2 proc --no-vis', 'mmseg')
+WAYS = ('infer', 'infer --no-vis', 'infer --no-vis --no-channels-last', 'infer 2 proc', 'infer 2 proc --no-vis',
+        'mmseg')
 STAGES = ('decode', 'predict', 'encode', 'write', 'waited')
 
 MMSEG_SCRIPT = '''
@@ -125,8 +128,9 @@ def run_way(way: str, folder: str, checkpoint: str, out_dir: str) -> dict:
     else:
         command = [sys.executable, osp.join(REPO, 'tools', 'infer.py'), folder, CONFIG, checkpoint,
                    '--out-dir', out_dir]
-    if '--no-vis' in way:
-        command.append('--no-vis')
+    for option in ('--no-vis', '--no-channels-last'):
+        if option in way:
+            command.append(option)
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start

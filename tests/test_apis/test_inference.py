@@ -50,6 +50,35 @@ def test_missing_palette_and_extra_classes_are_completed(tmp_path):
     assert len(inferencer.palette) == 5 and all(len(c) == 3 for c in inferencer.palette)
 
 
+def _labels_and_logits(inferencer: SegInferencer, image: np.ndarray):
+    """Class ids and the (C, H, W) logits they were taken from."""
+    logits = torch.full((len(inferencer.classes), *image.shape[:2]), float('nan'))
+
+    def sink(axis: int, start: int, strip: torch.Tensor) -> None:  # rows (axis 0) or columns (1)
+        logits.narrow(axis + 1, start, strip.shape[axis + 1]).copy_(strip)
+    (labels, _), = inferencer.predict_with_mode([image], logits_sinks=[sink])
+    assert not logits.isnan().any()
+    return labels, logits
+
+
+def test_on_cpu_the_model_runs_channels_last_with_the_same_predictions(inferencer, vtfpn_checkpoint):
+    stem = inferencer.model.backbone.stem[0]  # a 3x3 convolution: its two layouts differ
+    assert inferencer.channels_last
+    assert stem.weight.is_contiguous(memory_format=torch.channels_last) and not stem.weight.is_contiguous()
+    plain = SegInferencer(VTFPN_CONFIG, vtfpn_checkpoint, device='cpu', channels_last=False)
+    assert not plain.channels_last and plain.model.backbone.stem[0].weight.is_contiguous()
+    for hw in [(37, 53), (64, 48)]:
+        image = _image(*hw)
+        labels, logits = _labels_and_logits(inferencer, image)
+        plain_labels, plain_logits = _labels_and_logits(plain, image)
+        assert logits.shape == (5, *hw)
+        torch.testing.assert_close(logits, plain_logits, rtol=1e-4, atol=1e-5)
+        # equal class ids, except where the two best classes tie to float rounding
+        top2 = plain_logits.topk(2, dim=0).values
+        differ = labels != plain_labels
+        assert ((top2[0] - top2[1]).numpy()[differ] < 1e-4).all()
+
+
 def test_module_prefixed_checkpoint_loads(tmp_path, inferencer):
     state = {f'module.{k}': v for k, v in inferencer.model.state_dict().items()}
     torch.save({'state_dict': state, 'meta': {'dataset_meta': DATASET_META}}, tmp_path / 'ddp.pth')

@@ -401,6 +401,26 @@ def test_only_what_is_wanted(infer_tool, real_folder, checkpoint, tmp_path, caps
     assert probs.shape == (len(VTSHAPES_CLASSES), 40, 24) and probs.dtype == np.float16
 
 
+def test_channels_last_is_the_cpu_default_and_can_be_switched_off(infer_tool, real_folder, checkpoint,
+                                                                   tmp_path, monkeypatch, capsys):
+    built = []
+
+    def recorded(*args, **kwargs):
+        built.append(SegInferencer(*args, **kwargs))
+        return built[-1]
+    monkeypatch.setattr(infer_tool, 'SegInferencer', recorded)
+    listing = tmp_path / 'list.txt'
+    listing.write_text('gray.png\n')
+    for option, expected in [([], True), (['--no-channels-last'], False)]:
+        out = str(tmp_path / f'out{len(built)}')
+        assert infer_tool.main([real_folder, CONFIG, checkpoint, '--out-dir', out, '--list', str(listing),
+                                '--no-vis', '--device', 'cpu'] + option) == 0
+        assert 'done 1, skipped 0, failed 0 of 1 images' in capsys.readouterr().out
+        stem = built[-1].model.backbone.stem[0].weight  # 3x3: its two layouts differ
+        assert built[-1].channels_last is expected
+        assert stem.is_contiguous(memory_format=torch.channels_last if expected else torch.contiguous_format)
+
+
 @pytest.mark.parametrize('option,message', [
     (['--palette', 'rainbow'], r"unknown palette 'rainbow': choose one of model, random, cityscapes"),
     (['--list', 'nope.txt'], r'cannot read the image list nope\.txt'),
@@ -526,7 +546,8 @@ def test_readme_throughput_table_is_the_benchmark_result():
         summary = json.load(f)['summary']
     table = text.split('| way | img/s | vs `MMSegInferencer` |', 1)[1].split('\n\n', 1)[0]
     rows = [[cell.strip().strip('*') for cell in line.strip('|').split('|')] for line in table.strip().splitlines()[2:]]
-    ways = ['infer', 'infer --no-vis', 'infer 2 proc', 'infer 2 proc --no-vis', 'mmseg']
+    ways = ['infer', 'infer --no-vis', 'infer --no-vis --no-channels-last', 'infer 2 proc', 'infer 2 proc --no-vis',
+            'mmseg']
     assert len(rows) == len(ways)
     mmseg = summary['mmseg']['images_per_second']
     for row, way in zip(rows, ways):
@@ -539,6 +560,9 @@ def test_readme_throughput_table_is_the_benchmark_result():
         assert row[3:] == expected, way
     one = summary['infer']
     sentence = ' '.join(text.split())
-    assert f'predicting takes {one["stages"]["predict"]:.0f} of its {one["seconds"]:.0f} seconds' in sentence
+    assert f'predicting takes {one["stages"]["predict"]:.1f} of its {one["seconds"]:.1f} seconds' in sentence
+    plain = summary['infer --no-vis --no-channels-last']['stages']['predict']
+    assert f'the forward passes take {summary["infer --no-vis"]["stages"]["predict"]:.1f} s instead of ' \
+        f'{plain:.1f} s' in sentence
     assert f"mmseg's whole loop is {summary['mmseg']['seconds']:.1f} s, our forward passes alone " \
         f"{summary['infer --no-vis']['stages']['predict']:.0f} s" in sentence

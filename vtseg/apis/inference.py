@@ -16,6 +16,7 @@ command-line tool on real folders, built from public mmengine and mmseg parts:
   those of equal size, and switches the model to sliding-window inference
   (``test_cfg.mode='slide'``, crop and stride from the config's crop size) for
   images much larger than the crop, or always when asked;
+- on CPU the model runs in the channels-last memory format (see ``channels_last``);
 - predictions are mmseg's, computed in bounded memory (:mod:`.slide`): windows
   run in batches with a progress callback, logits are summed in a band along the
   image and resized to the original size a few rows at a time, so a 24-megapixel
@@ -107,9 +108,14 @@ class SegInferencer:
         cfg_options: Overrides merged into the config (as ``--cfg-options`` does).
         slide_ratio: In automatic mode, slide when an image side exceeds this many
             crop sides.
+        channels_last: Keep the weights, and so every convolution's output, in the
+            ``torch.channels_last`` memory format: the same numbers (up to float rounding)
+            in another layout, which oneDNN's CPU convolutions run without reordering.
+            ``None`` (default) means on CPU only, where ``benchmarks/infer_throughput.py``
+            measured it; on CUDA it is not measured here.
 
     Attributes:
-        model: The segmentor, in eval mode on ``device``.
+        model: The segmentor, in eval mode on ``device`` (channels-last if ``channels_last``).
         cfg: The config it was built from (after ``cfg_options``).
         pipeline: The test pipeline: an (H, W, 3) uint8 BGR image (or a file name) ->
             ``dict(inputs, data_samples)``.
@@ -138,7 +144,8 @@ class SegInferencer:
                  checkpoint: str,
                  device: Optional[str] = None,
                  cfg_options: Optional[dict] = None,
-                 slide_ratio: float = DEFAULT_SLIDE_RATIO) -> None:
+                 slide_ratio: float = DEFAULT_SLIDE_RATIO,
+                 channels_last: Optional[bool] = None) -> None:
         check_model_files(config, checkpoint)
         self.device = resolve_device(device)
         self.config_name = str(config) if isinstance(config, (str, Path)) else '<Config object>'
@@ -146,6 +153,11 @@ class SegInferencer:
         self.slide_ratio = slide_ratio
         self.cfg = load_config(config, cfg_options)
         self.model = build_model(self.cfg, checkpoint, self.device)
+        self.channels_last = torch.device(self.device).type == 'cpu' if channels_last is None else channels_last
+        if self.channels_last:
+            # Each convolution keeps the memory format of its weights: with channels-last weights
+            # the whole network after the first convolution runs channels-last.
+            self.model.to(memory_format=torch.channels_last)
         self.pipeline = inference_pipeline(self.cfg)
         self.collate_fn = pseudo_collate
         self.model.dataset_meta = self._dataset_meta(getattr(self.model, 'dataset_meta', None))
