@@ -36,7 +36,8 @@ Besides its own lines the tool prints what mmengine logs from WARNING up
 dependencies' known harmless ones are hidden (:mod:`vtseg.utils.dependency_warnings`)
 unless ``--verbose``, which shows every warning and logs at DEBUG.
 
-Exit status: 0 all done (or skipped), 1 some images or folders failed, 2 bad
+Exit status: 0 all done (or skipped), 1 some images or folders failed (or a loader
+worker process died: what was done is kept, a re-run resumes), 2 bad
 arguments (missing config or checkpoint, a checkpoint of another model, no
 images, an output folder that cannot be written, an unknown device), 130 interrupted.
 
@@ -64,10 +65,10 @@ import torch  # noqa: E402
 import torch.distributed as torch_dist  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from vtseg.apis import (PALETTE_CHOICES, FolderRunner, FolderSummary, InferenceSetupError, MergedSummary,  # noqa: E402
-                        SegInferencer, check_model_files, find_images, named_palette, prepare_output_dir,
-                        read_image_list, remove_created_dirs, resolve_device, select_listed, shard_tasks,
-                        tasks_digest)
+from vtseg.apis import (PALETTE_CHOICES, FolderRunner, FolderSummary, InferenceSetupError,  # noqa: E402
+                        LoaderWorkerDied, MergedSummary, SegInferencer, check_model_files, find_images, named_palette,
+                        prepare_output_dir, read_image_list, remove_created_dirs, resolve_device, select_listed,
+                        shard_tasks, tasks_digest)
 from vtseg.mm.cli import add_cfg_options, add_verbosity, apply_verbosity  # noqa: E402
 from vtseg.mm.runtime import finish_distributed_process, leave_process_group  # noqa: E402
 
@@ -258,6 +259,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         runner.summary.interrupted = True
         print(runner.summary, file=sys.stderr)
         return runner.summary.exit_code
+    except LoaderWorkerDied as err:  # what was done is said; the run is not finished
+        print(runner.summary, file=sys.stderr)
+        error(str(err))
+        return 1
     except InferenceSetupError as err:
         return error(str(err))
     if processes.distributed:

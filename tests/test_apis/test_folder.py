@@ -2,6 +2,7 @@
 import glob
 import os
 import os.path as osp
+import signal
 
 import cv2
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 import vtseg.apis.folder as folder_module
-from vtseg.apis import (FolderRunner, FolderSummary, InferenceSetupError, find_images, infer_folder,
+from vtseg.apis import (FolderRunner, FolderSummary, InferenceSetupError, LoaderWorkerDied, find_images, infer_folder,
                         load_image)
 
 RNG = np.random.default_rng(2)
@@ -331,6 +332,7 @@ except InferenceSetupError as err:
 def test_an_unreadable_folder_is_reported_not_skipped(tmp_path):
     import subprocess
     import sys
+
     from os_testing import unprivileged
     root = tmp_path / 'in'
     _write(root / 'a.png', 4, 4)
@@ -444,6 +446,35 @@ def test_interrupt_with_loader_workers_keeps_finished_outputs(inferencer, tmp_pa
     assert _leftovers(out) == []
 
 
+def test_a_dead_loader_worker_stops_the_run_and_a_rerun_resumes(inferencer, tmp_path, monkeypatch):
+    """A loader worker killed (as the kernel kills for memory) while decoding d.png: the run stops
+    with LoaderWorkerDied, no image is blamed, what was predicted is written and counted, nothing
+    is half-written; a re-run does the rest."""
+    root, out = tmp_path / 'in', str(tmp_path / 'out')
+    names = ['a.png', 'b.png', 'c.png', 'd.png', 'e.png', 'f.png']
+    for name in names:
+        _write(root / name, 8, 8)
+    main_process, real_load = os.getpid(), folder_module.load_image
+
+    def load(path):
+        if os.getpid() != main_process and path.endswith('d.png'):  # in the (forked) worker
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_load(path)
+    monkeypatch.setattr(folder_module, 'load_image', load)
+    runner = FolderRunner(inferencer, workers=1, writers=1)
+    with pytest.raises(LoaderWorkerDied, match=r'^a loader worker process died \(DataLoader worker \(pid'):
+        runner.run(find_images(str(root), out))
+    done = sorted(osp.basename(p) for p in runner.summary.done)
+    assert runner.summary.failed == [] and done == names[:len(done)] and len(done) <= 3
+    assert sorted(os.listdir(osp.join(out, 'pred'))) == [name + '.png' for name in done]
+    assert _leftovers(out) == []
+
+    monkeypatch.setattr(folder_module, 'load_image', real_load)
+    again = infer_folder(inferencer, str(root), out, workers=1)
+    assert len(again.skipped) == len(done) and len(again.done) == len(names) - len(done)
+    assert sorted(os.listdir(osp.join(out, 'pred'))) == [name + '.png' for name in names]
+
+
 def test_no_vis_writes_class_ids_only_and_resumes_on_them(inferencer, tmp_path):
     root, out = tmp_path / 'in', str(tmp_path / 'out')
     _write(root / 'a.png', 12, 12)
@@ -483,6 +514,7 @@ def test_saved_logits_and_probs_are_the_predictions_scores(inferencer, tmp_path)
 
 def test_palette_choices(inferencer, tmp_path):
     from mmseg.utils import get_palette
+
     from vtseg.apis import named_palette
     num_classes = len(inferencer.classes)
     assert named_palette('model', num_classes, inferencer.palette) == inferencer.palette

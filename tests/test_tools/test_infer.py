@@ -280,6 +280,30 @@ def test_ctrl_c_reports_what_was_done(infer_tool, checkpoint, tmp_path, monkeypa
     assert load_image(str(out / 'pred' / 'a.png.png')).shape == (8, 8, 3)
 
 
+def test_a_dead_loader_worker_is_one_error_line_and_exit_1(infer_tool, checkpoint, tmp_path, monkeypatch, capsys):
+    """A loader worker killed while decoding (the kernel's OOM killer): what was done is said, one
+    error line says what happened and what to do, no image is blamed, no traceback."""
+    import signal
+
+    import vtseg.apis.folder as folder_module
+    for name in ['a.png', 'b.png', 'c.png', 'd.png']:
+        cv2.imwrite(str(tmp_path / name), RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    main_process, real_load = os.getpid(), folder_module.load_image
+
+    def killed_at_c(path):
+        if os.getpid() != main_process and path.endswith('c.png'):  # in the (forked) worker
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_load(path)
+    monkeypatch.setattr(folder_module, 'load_image', killed_at_c)
+    out = tmp_path / 'out'
+    assert infer_tool.main([str(tmp_path), CONFIG, checkpoint, '--out-dir', str(out), '--workers', '1']) == 1
+    err = capsys.readouterr().err
+    assert re.search(r'done [0-2], skipped 0, failed 0 of 4 images', err)
+    errors = [line for line in err.splitlines() if line.startswith('infer.py: error: ')]
+    assert len(errors) == 1 and 'a loader worker process died' in errors[0] and 'run again to resume' in errors[0]
+    assert 'Traceback' not in err and leftovers(str(out)) == []
+
+
 # --- hostile inputs ----------------------------------------------------------------------------
 
 @pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='no named pipes here')
@@ -402,7 +426,7 @@ def test_only_what_is_wanted(infer_tool, real_folder, checkpoint, tmp_path, caps
 
 
 def test_channels_last_is_the_cpu_default_and_can_be_switched_off(infer_tool, real_folder, checkpoint,
-                                                                   tmp_path, monkeypatch, capsys):
+                                                                  tmp_path, monkeypatch, capsys):
     built = []
 
     def recorded(*args, **kwargs):

@@ -13,8 +13,8 @@ Example:
     >>> print(summary)  # done 12, skipped 0, failed 1 of 13 images in ...
 """
 from vtseg.visualization.draw import draw_overlay, vis_scale
-from .folder import (FolderRunner, FolderSummary, ImageTask, MergedSummary, find_images, infer_folder, output_names,
-                     prepare_output_dir, read_image_list, select_listed, shard_tasks, tasks_digest)
+from .folder import (FolderRunner, FolderSummary, ImageTask, LoaderWorkerDied, MergedSummary, find_images, infer_folder,
+                     output_names, prepare_output_dir, read_image_list, select_listed, shard_tasks, tasks_digest)
 from .inference import PALETTE_CHOICES, SegInferencer, named_palette
 from .io import (IMAGE_EXTENSIONS, ImageDecodeError, NpyStreamWriter, atomic_write_bytes, encode_jpeg, encode_label_png,
                  file_kind, is_image_file, load_image, make_dirs, open_regular_file, remove_created_dirs,
@@ -28,7 +28,7 @@ __all__ = [
     'SegInferencer', 'InferenceSetupError', 'CheckpointMismatchError', 'build_model', 'load_config',
     'load_weights', 'inference_pipeline', 'check_model_files', 'checkpoint_mismatch',
     'checkpoint_state_dict', 'check_checkpoint_fits', 'check_config_checkpoint', 'read_checkpoint',
-    'resolve_device', 'FolderRunner', 'FolderSummary', 'ImageTask', 'find_images', 'output_names',
+    'resolve_device', 'FolderRunner', 'FolderSummary', 'LoaderWorkerDied', 'ImageTask', 'find_images', 'output_names',
     'prepare_output_dir', 'remove_created_dirs', 'infer_folder', 'IMAGE_EXTENSIONS',
     'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file', 'load_image',
     'make_dirs', 'atomic_write_bytes', 'encode_label_png', 'encode_jpeg', 'draw_overlay', 'vis_scale',

@@ -64,7 +64,8 @@ from .slide import LogitsSink, class_probabilities
 
 __all__ = [
     'ImageTask', 'FolderSummary', 'MergedSummary', 'output_names', 'find_images', 'prepare_output_dir',
-    'read_image_list', 'select_listed', 'shard_tasks', 'tasks_digest', 'FolderRunner', 'infer_folder'
+    'read_image_list', 'select_listed', 'shard_tasks', 'tasks_digest', 'FolderRunner', 'LoaderWorkerDied',
+    'infer_folder'
 ]
 
 PRED_DIR = 'pred'
@@ -484,6 +485,20 @@ class _DecodeTasks(Dataset):
         return index, image, '', time.perf_counter() - start
 
 
+class LoaderWorkerDied(RuntimeError):
+    """A loader worker process died (killed, e.g. by the kernel for memory): the run stops.
+
+    What was predicted before is written and counted; a re-run resumes after it.
+    """
+
+
+def _is_loader_worker_death(err: BaseException) -> bool:
+    # torch's DataLoader says so only in its messages: "DataLoader worker (pid 12) is killed by
+    # signal: Killed." (raised by its SIGCHLD handler in whatever the main thread runs, e.g. the
+    # model) and "DataLoader worker (pid(s) 12) exited unexpectedly" (from the next fetch).
+    return isinstance(err, RuntimeError) and str(err).startswith('DataLoader worker (pid')
+
+
 def _as_is(item):
     """DataLoader ``collate_fn`` that leaves an item as ``__getitem__`` made it."""
     return item
@@ -618,6 +633,12 @@ class FolderRunner:
                     self._predict_and_write(pending.pop(next(iter(pending))))  # the oldest group
             while pending:
                 self._predict_and_write(pending.pop(next(iter(pending))))
+        except RuntimeError as err:
+            if _is_loader_worker_death(err):
+                raise LoaderWorkerDied(f'a loader worker process died ({err}); what was written is kept: run '
+                                       'again to resume, with fewer workers if it was killed for lack of '
+                                       'memory') from None
+            raise
         finally:
             try:
                 self._finish_writes()  # what was predicted is written and counted, even on Ctrl-C
@@ -745,7 +766,8 @@ class FolderRunner:
             for writers in score_writers:
                 for _, writer in writers:
                     writer.discard()
-            if isinstance(err, InferenceSetupError) or not isinstance(err, Exception):
+            # not the image's fault: the run stops (a dead loader worker: see run())
+            if isinstance(err, InferenceSetupError) or not isinstance(err, Exception) or _is_loader_worker_death(err):
                 raise
             if len(batch) > 1:  # find which image it was
                 for item in batch:
