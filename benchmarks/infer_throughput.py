@@ -4,12 +4,15 @@ Usage::
 
     python benchmarks/infer_throughput.py                      # 200 images, 2 rounds
     python benchmarks/infer_throughput.py --images 400 --rounds 3 --out benchmarks/results/infer-throughput
+    python benchmarks/infer_throughput.py --folder my_photos/ --out /tmp/my-photos   # your own images
 
 The model is the VT-Shapes demo config (``configs/vtshapes/vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py``)
 with the demo's trained checkpoint where one exists (``--checkpoint``), else random weights
 (throughput does not depend on the weights). The folder is generated: ``--images`` JPEGs
 of VT-Shapes scenes rendered at sizes from 96 to 184 pixels a side, non-square, at JPEG
-qualities 75-95, in a few sub-folders.
+qualities 75-95, in a few sub-folders; ``--folder`` times a folder of your own instead.
+Every way of ``tools/infer.py`` runs with ``--no-auto-slide``, so that images larger than twice
+the crop size are predicted whole, as ``MMSegInferencer`` predicts them.
 
 Each way runs in a fresh process, once per round, the ways interleaved (a different
 order each round) so that the load of this shared machine falls on all of them alike:
@@ -63,7 +66,8 @@ vtseg.mm.allow_mmengine_checkpoints()
 from mmseg.apis import MMSegInferencer
 config, checkpoint, folder, out_dir = sys.argv[1:5]
 inferencer = MMSegInferencer(config, checkpoint, device='cpu')
-paths = sorted(glob.glob(os.path.join(folder, '**', '*.jpg'), recursive=True))
+from vtseg.apis import is_image_file
+paths = sorted(p for p in glob.glob(os.path.join(folder, '**', '*'), recursive=True) if is_image_file(p))
 start = time.perf_counter()
 inferencer(paths, out_dir=out_dir, batch_size=1)
 print(json.dumps(dict(seconds=time.perf_counter() - start, images=len(paths))))
@@ -73,6 +77,10 @@ print(json.dumps(dict(seconds=time.perf_counter() - start, images=len(paths))))
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--images', type=int, default=200, help='JPEGs in the generated folder')
+    parser.add_argument('--folder', default=None,
+                        help='time this folder of images instead of a generated one: every image must decode '
+                        '(MMSegInferencer stops at the first that does not) and base names must be unique '
+                        '(its out_dir names outputs by them)')
     parser.add_argument('--rounds', type=int, default=2, help='runs of each way, interleaved')
     parser.add_argument('--checkpoint', default=None,
                         help=f'checkpoint of the demo config (default: {osp.relpath(DEMO_CHECKPOINT, REPO)} '
@@ -128,6 +136,9 @@ def run_way(way: str, folder: str, checkpoint: str, out_dir: str) -> dict:
     else:
         command = [sys.executable, osp.join(REPO, 'tools', 'infer.py'), folder, CONFIG, checkpoint,
                    '--out-dir', out_dir]
+    if way != 'mmseg':
+        # like for like: MMSegInferencer slides only where the config's test_cfg says so
+        command.append('--no-auto-slide')
     for option in ('--no-vis', '--no-channels-last'):
         if option in way:
             command.append(option)
@@ -175,7 +186,7 @@ def summarise(runs: List[dict]) -> Dict[str, dict]:
 
 def markdown(table: Dict[str, dict], meta: dict) -> str:
     mmseg = table.get('mmseg', {}).get('images_per_second')
-    lines = [f'{meta["images"]} JPEGs ({meta["sizes"]}), {meta["rounds"]} rounds interleaved, '
+    lines = [f'{meta["images"]} {meta["described"]}, {meta["rounds"]} rounds interleaved, '
              f'{meta["cpus"]} CPUs, model: {meta["model"]}; load average {meta["load_before"]} before, '
              f'{meta["load_after"]} after.', '',
              '| way | img/s (median) | per round | vs mmseg | loop s | process s | decode s | predict s '
@@ -193,8 +204,11 @@ def markdown(table: Dict[str, dict], meta: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix='vtseg-throughput-') as work:
-        folder = osp.join(work, 'photos')
-        make_folder(folder, args.images)
+        if args.folder:
+            folder = osp.abspath(args.folder)
+        else:
+            folder = osp.join(work, 'photos')
+            make_folder(folder, args.images)
         checkpoint = args.checkpoint or (DEMO_CHECKPOINT if osp.isfile(DEMO_CHECKPOINT) else None)
         model = f'demo checkpoint {osp.relpath(checkpoint, REPO)}' if checkpoint else 'random weights'
         checkpoint = checkpoint or random_checkpoint(osp.join(work, 'random.pth'))
@@ -210,7 +224,9 @@ def main(argv=None) -> int:
                 runs.append(run)
                 print(f'round {round_index}: {way}: {run["images_per_second"]:.1f} img/s '
                       f'({run["seconds"]:.1f} s loop, {run["wall_seconds"]:.1f} s process)', flush=True)
-        meta = dict(images=args.images, sizes='96-184 px a side, VT-Shapes scenes, JPEG quality 75-95',
+        described = (f'images of {folder}' if args.folder else
+                     'JPEGs (96-184 px a side, VT-Shapes scenes, JPEG quality 75-95)')
+        meta = dict(images=runs[0]['images'], described=described,
                     rounds=args.rounds, cpus=os.cpu_count(), model=model, host=platform.node(),
                     load_before=[round(x, 2) for x in load_before],
                     load_after=[round(x, 2) for x in os.getloadavg()], python=platform.python_version())

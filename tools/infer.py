@@ -58,6 +58,7 @@ import vtseg  # noqa: F401,E402 isort: skip  (first: hides known dependency warn
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import math  # noqa: E402
 import sys  # noqa: E402
 from typing import Any, List, Optional, Tuple  # noqa: E402
 
@@ -69,6 +70,7 @@ from vtseg.apis import (PALETTE_CHOICES, FolderRunner, FolderSummary, InferenceS
                         LoaderWorkerDied, MergedSummary, SegInferencer, check_model_files, find_images, named_palette,
                         prepare_output_dir, read_image_list, remove_created_dirs, resolve_device, select_listed,
                         shard_tasks, tasks_digest)
+from vtseg.apis.inference import DEFAULT_SLIDE_RATIO  # noqa: E402
 from vtseg.mm.cli import add_cfg_options, add_verbosity, apply_verbosity  # noqa: E402
 from vtseg.mm.runtime import finish_distributed_process, leave_process_group  # noqa: E402
 
@@ -127,6 +129,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--slide', action='store_true',
         help='sliding-window inference for every image (default: only for images more than '
         'twice the config\'s crop size in a side)')
+    parser.add_argument(
+        '--auto-slide', action=argparse.BooleanOptionalAction, default=True,
+        help='slide over images more than twice the config\'s crop size in a side (default); '
+        '--no-auto-slide predicts them whole unless the config\'s test_cfg slides, as mmseg does')
     parser.add_argument(
         '--opacity', type=unit_float, default=0.5,
         help='opacity of the class colours in the overlays, in [0, 1]')
@@ -216,6 +222,7 @@ def setup(args: argparse.Namespace, created: List[str]
                                        ('probs', save['save_probs'])) if wanted]
     created += prepare_output_dir(args.out_dir, subdirs)
     inferencer = SegInferencer(args.config, args.checkpoint, device=device, cfg_options=args.cfg_options,
+                               slide_ratio=DEFAULT_SLIDE_RATIO if args.auto_slide else math.inf,
                                channels_last=args.channels_last)
     palette = named_palette(args.palette, len(inferencer.classes), inferencer.palette)
     runner = FolderRunner(inferencer, batch_size=args.batch_size, force=args.force,

@@ -425,6 +425,21 @@ def test_only_what_is_wanted(infer_tool, real_folder, checkpoint, tmp_path, caps
     assert probs.shape == (len(VTSHAPES_CLASSES), 40, 24) and probs.dtype == np.float16
 
 
+def test_no_auto_slide_predicts_large_images_whole_as_mmseg_does(infer_tool, checkpoint, tmp_path, capsys):
+    """The demo config's crop is 96 and its test_cfg 'whole': a 250x210 image slides by default,
+    and is predicted whole (mmseg's own choice) with --no-auto-slide."""
+    root = tmp_path / 'in'
+    root.mkdir()
+    cv2.imwrite(str(root / 'large.png'), RNG.integers(0, 256, (250, 210, 3), dtype=np.uint8))
+    for option, slid in [([], True), (['--no-auto-slide'], False)]:
+        out = str(tmp_path / f'out{len(option)}')
+        assert infer_tool.main([str(root), CONFIG, checkpoint, '--out-dir', out, '--no-vis', '--device', 'cpu']
+                               + option) == 0
+        printed = capsys.readouterr().out
+        assert 'done 1, skipped 0, failed 0 of 1 images' in printed
+        assert ('1 by sliding window' in printed) is slid, printed
+
+
 def test_channels_last_is_the_cpu_default_and_can_be_switched_off(infer_tool, real_folder, checkpoint,
                                                                   tmp_path, monkeypatch, capsys):
     built = []
@@ -590,3 +605,19 @@ def test_readme_throughput_table_is_the_benchmark_result():
         f'{plain:.1f} s' in sentence
     assert f"mmseg's whole loop is {summary['mmseg']['seconds']:.1f} s, our forward passes alone " \
         f"{summary['infer --no-vis']['stages']['predict']:.0f} s" in sentence
+
+
+def test_readme_real_photo_numbers_are_the_benchmark_result():
+    """README "Dense inference on folders": the real-photo ratios are those of
+    benchmarks/results/infer-throughput-real-photos.json."""
+    import json
+    readme = ' '.join(open(osp.join(REPO, 'README.md')).read().split())
+    with open(osp.join(REPO, 'benchmarks', 'results', 'infer-throughput-real-photos.json')) as f:
+        result = json.load(f)
+    summary = result['summary']
+    ratio = {way: summary[way]['images_per_second'] / summary['mmseg']['images_per_second'] for way in summary}
+    assert f'builds a folder of {result["meta"]["images"]} ' in readme
+    assert f"`tools/infer.py` {ratio['infer']:.2f}x `MMSegInferencer`'s images/s, `--no-vis` " \
+        f"{ratio['infer --no-vis']:.2f}x, two processes {ratio['infer 2 proc']:.2f}x" in readme
+    assert f"the forward passes {summary['infer --no-vis']['stages']['predict']:.1f} s channels-last against " \
+        f"{summary['infer --no-vis --no-channels-last']['stages']['predict']:.1f} s without" in readme
