@@ -77,6 +77,6 @@ class Projector(nn.Module):
         values = self.value(tokens).to(x.dtype).transpose(1, 2)  # (T W_V)^T: (B, C, L)
         # X_out^T = X_in^T + (T W_V)^T A^T: (B, C, L) @ (B, L, HW) -> (B, C, HW). The residual is
         # added into the product's own memory (into x's with in_place), so only one new map is made.
-        # (torch.baddbmm, the same sum in one op, took twice as long on CPU: it copies X_in first.)
+        # (Out of place, torch.baddbmm would first copy X_in into its result: one more pass over the map.)
         out = pixels.baddbmm_(values, attn) if in_place else torch.bmm(values, attn).add_(pixels)
         return out.view_as(x)  # (B, C, HW) -> (B, C, H, W)
