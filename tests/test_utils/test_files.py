@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-from vtseg.apis.io import temporary_target
-from vtseg.utils.files import AtomicWriter, atomic_write_bytes
+from vtseg.utils.files import AtomicWriter, atomic_write_bytes, temporary_target
 
 
 class Interrupted(Exception):

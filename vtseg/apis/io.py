@@ -17,14 +17,14 @@ import io
 import os
 import os.path as osp
 import stat
-from typing import BinaryIO, List, Optional, Sequence, Tuple
+from typing import BinaryIO, List, Sequence, Tuple
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 from vtseg.utils.errors import one_line
-from vtseg.utils.files import AtomicWriter, atomic_write_bytes
+from vtseg.utils.files import AtomicWriter, atomic_write_bytes, temporary_target
 
 __all__ = [
     'IMAGE_EXTENSIONS', 'ImageDecodeError', 'is_image_file', 'file_kind', 'open_regular_file',
@@ -193,17 +193,6 @@ def encode_jpeg(image_bgr: np.ndarray, quality: int = 90) -> bytes:
     if not ok:
         raise ValueError(f'OpenCV could not encode a JPEG of shape {image_bgr.shape}')
     return encoded.tobytes()
-
-
-def temporary_target(entry_name: str) -> Optional[str]:
-    """The file name a temporary file of :func:`atomic_write_bytes` or :class:`NpyStreamWriter`
-    was to become (``.<name>.<pid>.<hex>.tmp`` -> ``<name>``); None for other names."""
-    if not (entry_name.startswith('.') and entry_name.endswith('.tmp')):
-        return None
-    parts = entry_name[1:-len('.tmp')].rsplit('.', 2)
-    if len(parts) != 3 or not parts[1].isdigit() or len(parts[2]) != 8 or not parts[0]:
-        return None
-    return parts[0] if all(c in '0123456789abcdef' for c in parts[2]) else None
 
 
 class NpyStreamWriter:

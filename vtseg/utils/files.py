@@ -12,7 +12,7 @@ import secrets
 from types import TracebackType
 from typing import BinaryIO, Optional, Type
 
-__all__ = ['AtomicWriter', 'atomic_write_bytes']
+__all__ = ['AtomicWriter', 'atomic_write_bytes', 'temporary_target']
 
 
 class AtomicWriter:
@@ -20,7 +20,7 @@ class AtomicWriter:
 
     The bytes go to a hidden temporary file in the same folder (same file system, so the
     rename is atomic), named ``.<name>.<pid>.<8 hex digits>.tmp`` so that a later run can
-    recognise what a killed process left (:func:`vtseg.apis.io.temporary_target`).
+    recognise what a killed process left (:func:`temporary_target`).
     :meth:`commit` flushes it to disk and renames it to ``path``; :meth:`discard` removes it
     and leaves ``path`` as it was (or absent). Used as a context manager it commits when the
     block ends normally and discards on any exception, ``KeyboardInterrupt`` included.
@@ -107,3 +107,15 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     """
     with AtomicWriter(path) as out:
         out.write(data)
+
+
+def temporary_target(entry_name: str) -> Optional[str]:
+    """The file name a temporary file of :class:`AtomicWriter` (so of :func:`atomic_write_bytes`
+    and :class:`~vtseg.apis.io.NpyStreamWriter`) was to become, from its name
+    (``.<name>.<pid>.<hex>.tmp`` -> ``<name>``); None for other names."""
+    if not (entry_name.startswith('.') and entry_name.endswith('.tmp')):
+        return None
+    parts = entry_name[1:-len('.tmp')].rsplit('.', 2)
+    if len(parts) != 3 or not parts[1].isdigit() or len(parts[2]) != 8 or not parts[0]:
+        return None
+    return parts[0] if all(c in '0123456789abcdef' for c in parts[2]) else None
