@@ -537,6 +537,27 @@ def test_two_processes_write_the_bytes_one_process_writes(infer_tool, real_folde
 
 
 @pytest.mark.slow
+def test_two_nodes_write_the_bytes_one_process_writes(infer_tool, real_folder, checkpoint, tmp_path, capsys):
+    """Multi-node as torchrun does it: two "nodes" (NNODES=2, NODE_RANK 0 and 1, one process each,
+    so both have LOCAL_RANK 0) meet at MASTER_ADDR; the images are split by global rank, rank 0
+    on node 0 prints the one summary, and the files are those of one process."""
+    single = str(tmp_path / 'single')
+    assert infer_tool.main([real_folder, CONFIG, checkpoint, '--out-dir', single, '--device', 'cpu',
+                            '--workers', '0']) == 1
+    capsys.readouterr()
+    two = str(tmp_path / 'two')
+    env = dict(torchrun_env(), NNODES='2', MASTER_ADDR='127.0.0.1')
+    nodes = [subprocess.Popen(['bash', osp.join(REPO, 'tools', 'dist_infer.sh'), real_folder, CONFIG, checkpoint, '1',
+                               '--out-dir', two], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(env, NODE_RANK=str(node))) for node in (0, 1)]
+    (out0, err0), (out1, err1) = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [1, 1], err0[-3000:] + err1[-3000:]  # the corrupt image
+    assert out0.count('done 8, skipped 0, failed 1 of 9 images') == 1 and 'on cpu, 2 processes' in out0, out0
+    assert 'done ' not in out1
+    assert output_files(two) == output_files(single)
+
+
+@pytest.mark.slow
 def test_a_killed_rank_resumes_with_another_process_count(infer_tool, checkpoint, tmp_path, capsys):
     """Rank 1 of 2 is killed (SIGKILL) while it predicts a large image and writes its logits; a
     run with 1 process finishes the rest, redoing nothing that was finished, and the outputs
