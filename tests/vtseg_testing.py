@@ -46,3 +46,19 @@ def make_lip(root: str) -> str:
     run_tool([osp.join('tools', 'dataset_converters', 'lip.py'),
               write_lip_download(osp.join(root, 'download'), as_zip=True), '-o', out])
     return out
+
+
+def kill_loader_workers_at(monkeypatch, name_suffix: str) -> None:
+    """Make folder inference's loader workers die as the kernel's OOM killer kills them: a (forked)
+    worker that starts decoding a path ending in ``name_suffix`` sends itself SIGKILL. The main
+    process decodes as before."""
+    import signal
+
+    import vtseg.apis.folder as folder_module
+    main_process, real_load = os.getpid(), folder_module.load_image
+
+    def load(path):
+        if os.getpid() != main_process and path.endswith(name_suffix):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_load(path)
+    monkeypatch.setattr(folder_module, 'load_image', load)

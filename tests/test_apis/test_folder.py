@@ -2,13 +2,13 @@
 import glob
 import os
 import os.path as osp
-import signal
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from vtseg_testing import kill_loader_workers_at
 
 import vtseg.apis.folder as folder_module
 from vtseg.apis import (FolderRunner, FolderSummary, InferenceSetupError, LoaderWorkerDied, find_images, infer_folder,
@@ -454,13 +454,8 @@ def test_a_dead_loader_worker_stops_the_run_and_a_rerun_resumes(inferencer, tmp_
     names = ['a.png', 'b.png', 'c.png', 'd.png', 'e.png', 'f.png']
     for name in names:
         _write(root / name, 8, 8)
-    main_process, real_load = os.getpid(), folder_module.load_image
-
-    def load(path):
-        if os.getpid() != main_process and path.endswith('d.png'):  # in the (forked) worker
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_load(path)
-    monkeypatch.setattr(folder_module, 'load_image', load)
+    real_load = folder_module.load_image
+    kill_loader_workers_at(monkeypatch, 'd.png')
     runner = FolderRunner(inferencer, workers=1, writers=1)
     with pytest.raises(LoaderWorkerDied, match=r'^a loader worker process died \(DataLoader worker \(pid'):
         runner.run(find_images(str(root), out))

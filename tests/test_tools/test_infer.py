@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from vtseg_testing import kill_loader_workers_at
 
 from vtseg.apis import SegInferencer, load_image, vis_scale
 from vtseg.datasets import VTSHAPES_CLASSES, VTSHAPES_PALETTE
@@ -283,18 +284,9 @@ def test_ctrl_c_reports_what_was_done(infer_tool, checkpoint, tmp_path, monkeypa
 def test_a_dead_loader_worker_is_one_error_line_and_exit_1(infer_tool, checkpoint, tmp_path, monkeypatch, capsys):
     """A loader worker killed while decoding (the kernel's OOM killer): what was done is said, one
     error line says what happened and what to do, no image is blamed, no traceback."""
-    import signal
-
-    import vtseg.apis.folder as folder_module
     for name in ['a.png', 'b.png', 'c.png', 'd.png']:
         cv2.imwrite(str(tmp_path / name), RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    main_process, real_load = os.getpid(), folder_module.load_image
-
-    def killed_at_c(path):
-        if os.getpid() != main_process and path.endswith('c.png'):  # in the (forked) worker
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_load(path)
-    monkeypatch.setattr(folder_module, 'load_image', killed_at_c)
+    kill_loader_workers_at(monkeypatch, 'c.png')
     out = tmp_path / 'out'
     assert infer_tool.main([str(tmp_path), CONFIG, checkpoint, '--out-dir', str(out), '--workers', '1']) == 1
     err = capsys.readouterr().err
