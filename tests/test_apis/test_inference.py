@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 import torch
-from inference_helpers import DATASET_META, FPN_CONFIG, VTFPN_CONFIG, save_test_checkpoint
+from inference_helpers import (DATASET_META, FPN_CONFIG, VTFPN_CONFIG, assert_same_labels, collect_logits,
+                               save_test_checkpoint)
 
 from vtseg.apis import CheckpointMismatchError, InferenceSetupError, SegInferencer, checkpoint_mismatch
 from vtseg.datasets import VTSHAPES_CLASSES
@@ -52,10 +53,7 @@ def test_missing_palette_and_extra_classes_are_completed(tmp_path):
 
 def _labels_and_logits(inferencer: SegInferencer, image: np.ndarray):
     """Class ids and the (C, H, W) logits they were taken from."""
-    logits = torch.full((len(inferencer.classes), *image.shape[:2]), float('nan'))
-
-    def sink(axis: int, start: int, strip: torch.Tensor) -> None:  # rows (axis 0) or columns (1)
-        logits.narrow(axis + 1, start, strip.shape[axis + 1]).copy_(strip)
+    sink, logits, _ = collect_logits(len(inferencer.classes), image.shape[:2])
     (labels, _), = inferencer.predict_with_mode([image], logits_sinks=[sink])
     assert not logits.isnan().any()
     return labels, logits
@@ -73,10 +71,7 @@ def test_on_cpu_the_model_runs_channels_last_with_the_same_predictions(inference
         plain_labels, plain_logits = _labels_and_logits(plain, image)
         assert logits.shape == (5, *hw)
         torch.testing.assert_close(logits, plain_logits, rtol=1e-4, atol=1e-5)
-        # equal class ids, except where the two best classes tie to float rounding
-        top2 = plain_logits.topk(2, dim=0).values
-        differ = labels != plain_labels
-        assert ((top2[0] - top2[1]).numpy()[differ] < 1e-4).all()
+        assert_same_labels(labels, plain_labels, plain_logits)  # equal, except at ties to float rounding
 
 
 def test_module_prefixed_checkpoint_loads(tmp_path, inferencer):

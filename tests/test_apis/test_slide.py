@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from inference_helpers import VTFPN_CONFIG, save_test_checkpoint
+from inference_helpers import VTFPN_CONFIG, assert_same_labels, collect_logits, save_test_checkpoint
 from mmengine.config import Config
 
 from vtseg.apis import SegInferencer, resize_argmax_into, window_grid
@@ -31,16 +31,6 @@ def _mmseg(inferencer: SegInferencer, image: np.ndarray, slide: bool):
     with inferencer._test_mode(slide):
         result, = inferencer.forward(inferencer.collate_fn([sample]))
     return result.pred_sem_seg.data[0].numpy(), result.seg_logits.data
-
-
-def _assert_same_labels(ours: np.ndarray, labels: np.ndarray, logits: torch.Tensor) -> None:
-    """Equal, except where mmseg's two best classes are within float rounding of each other."""
-    assert ours.shape == labels.shape and ours.dtype == np.uint8
-    differ = ours != labels
-    top2 = logits.topk(2, dim=0).values
-    margin = (top2[0] - top2[1]).numpy()
-    assert differ.mean() < 1e-3, differ.mean()
-    assert (margin[differ] < 1e-4).all(), margin[differ].max()
 
 
 def test_window_grid_is_the_grid_mmseg_slides(inferencer):
@@ -100,7 +90,7 @@ def test_sliding_prediction_equals_mmseg(inferencer, hw):
     labels, logits = _mmseg(inferencer, image, slide=True)
     (ours, mode), = inferencer.predict_with_mode([image], slide=True, window_batch_size=3)
     assert mode == 'slide'
-    _assert_same_labels(ours, labels, logits)
+    assert_same_labels(ours, labels, logits)
 
 
 def test_whole_prediction_with_a_resizing_pipeline_equals_mmseg(vtfpn_checkpoint):
@@ -114,10 +104,10 @@ def test_whole_prediction_with_a_resizing_pipeline_equals_mmseg(vtfpn_checkpoint
         labels, logits = _mmseg(inferencer, image, slide=False)
         (ours, mode), = inferencer.predict_with_mode([image])
         assert mode == 'whole'
-        _assert_same_labels(ours, labels, logits)
+        assert_same_labels(ours, labels, logits)
         # and by sliding windows over the resized input
         labels, logits = _mmseg(inferencer, image, slide=True)
-        _assert_same_labels(inferencer.predict([image], slide=True)[0], labels, logits)
+        assert_same_labels(inferencer.predict([image], slide=True)[0], labels, logits)
 
 
 def test_a_padding_preprocessor_is_followed(vtfpn_checkpoint):
@@ -128,7 +118,7 @@ def test_a_padding_preprocessor_is_followed(vtfpn_checkpoint):
     image = _image(201, 150)
     for slide in (False, True):
         labels, logits = _mmseg(inferencer, image, slide=slide)
-        _assert_same_labels(inferencer.predict([image], slide=slide)[0], labels, logits)
+        assert_same_labels(inferencer.predict([image], slide=slide)[0], labels, logits)
 
 
 @pytest.mark.parametrize('align_corners', [False, True])
@@ -138,7 +128,7 @@ def test_chunked_resize_argmax_equals_interpolate(align_corners, out_hw):
     expected = F.interpolate(logits[None], out_hw, mode='bilinear', align_corners=align_corners)[0]
     labels = np.full(out_hw, 255, dtype=np.uint8)
     resize_argmax_into(labels, logits, align_corners, chunk_elements=7 * out_hw[1] * 3 * 2)  # 2 rows
-    _assert_same_labels(labels, expected.argmax(0).numpy(), expected)
+    assert_same_labels(labels, expected.argmax(0).numpy(), expected)
     # one output channel: sigmoid > threshold, as mmseg's binary heads
     binary = np.zeros(out_hw, dtype=np.uint8)
     resize_argmax_into(binary, logits[:1], align_corners, threshold=0.3, chunk_elements=50)
@@ -190,26 +180,12 @@ def test_memory_grows_with_the_short_side_not_the_image(tmp_path):
     assert grown[2000] - grown[1000] < 60, grown
 
 
-def _collect_logits(num_classes: int, hw):
-    """A logits sink that assembles its strips into one (C, H, W) array, and that array."""
-    full = torch.full((num_classes, *hw), float('nan'))
-    seen = []
-
-    def sink(axis, start, strip):
-        seen.append(axis)
-        if axis == 0:
-            full[:, start:start + strip.shape[1]] = strip
-        else:
-            full[:, :, start:start + strip.shape[2]] = strip
-    return sink, full, seen
-
-
 @pytest.mark.parametrize('hw,slide', [((60, 300), True), ((230, 170), True), ((40, 52), False)])
 def test_logits_sink_receives_mmseg_logits_at_the_image_size(inferencer, hw, slide):
     """Strips of rows and of columns (a wide image slides column by column) cover the image once."""
     image = _image(*hw)
     _, logits = _mmseg(inferencer, image, slide=slide)
-    sink, full, seen = _collect_logits(logits.shape[0], hw)
+    sink, full, seen = collect_logits(logits.shape[0], hw)
     inferencer.predict_with_mode([image], slide=slide, window_batch_size=2, logits_sinks=[sink])
     assert not torch.isnan(full).any()
     if hw == (60, 300):
@@ -223,7 +199,7 @@ def test_logits_sink_after_a_resizing_pipeline(vtfpn_checkpoint):
     cfg.test_dataloader.dataset.pipeline.insert(1, dict(type='Resize', scale=(64, 64), keep_ratio=True))
     inferencer = SegInferencer(cfg, vtfpn_checkpoint, device='cpu')
     images = [_image(150, 100), _image(150, 100)]
-    collected = [_collect_logits(inferencer.model.out_channels, (150, 100)) for _ in images]
+    collected = [collect_logits(inferencer.model.out_channels, (150, 100)) for _ in images]
     inferencer.predict_with_mode(images, logits_sinks=[c[0] for c in collected])
     for image, (_, full, seen) in zip(images, collected):
         _, logits = _mmseg(inferencer, image, slide=False)
