@@ -106,3 +106,19 @@ def test_in_place_writes_the_same_result_into_the_input():
     assert out.data_ptr() == x.data_ptr()
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(x, expected)
+
+
+def test_in_place_and_out_of_place_agree_inside_an_autocast_model():
+    # Inside an autocast model the map comes from a convolution, already in bfloat16:
+    # both paths then return bfloat16 and the same numbers up to its rounding.
+    torch.manual_seed(0)
+    proj = Projector(in_channels=16, token_channels=32)
+    conv = torch.nn.Conv2d(3, 16, 1)
+    image, t = torch.randn(2, 3, 8, 8), torch.randn(2, 4, 32)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        x = conv(image)
+        assert x.dtype == torch.bfloat16
+        out = proj(x, t)
+        in_place = proj(x.clone(), t, in_place=True)
+    assert out.dtype == in_place.dtype == torch.bfloat16
+    torch.testing.assert_close(in_place.float(), out.float(), rtol=0.02, atol=0.02)

@@ -22,8 +22,9 @@ class Projector(nn.Module):
     bias-free linear map here, the identity when C == C_T).
 
     The logits are evaluated as ``X_in (W_Q K^T)`` with ``K = T W_K``: the same
-    numbers by associativity, but ``HW*C*L`` multiply-adds per image instead of
-    ``HW*C*D``, which is what keeps the projector cheap on large maps.
+    numbers by associativity, for ``L*D*C + HW*C*L`` multiply-adds per image instead
+    of ``HW*C*D + HW*D*L`` (``(X_in W_Q) K^T``). With L much smaller than D and HW,
+    that is what keeps the projector cheap on large maps.
 
     Args:
         in_channels: Pixel channels C.
@@ -66,7 +67,10 @@ class Projector(nn.Module):
                 no longer needs it, with autograd off (see :class:`~vtseg.models.VTFPN`).
 
         Returns:
-            ``X_out``, ``(B, C, H, W)``.
+            ``X_out``, ``(B, C, H, W)``. Out of place it is a new contiguous map in the
+            product's dtype: under autocast a float32 ``x`` gives a half-precision result, as
+            a convolution's output would (inside an autocast model ``x`` already is one). In
+            place it is ``x``, in ``x``'s dtype and memory format.
         """
         pixels = x.flatten(2)  # X_in^T: (B, C, H, W) -> (B, C, HW), a view
         keys = self.key(tokens)  # K = T W_K: (B, L, D)
