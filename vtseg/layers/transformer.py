@@ -19,9 +19,10 @@ class TokenSelfAttention(nn.Module):
     two choices configurable:
 
     * ``qk_scale``: ``None`` (default) scales logits by ``1/sqrt(d_head)``. Unscaled
-      logits of width-512 keys have a standard deviation of ~sqrt(512) at
-      initialisation, which saturates the softmax and starves its gradient; pass
-      ``qk_scale=1.0`` for the literal equation.
+      logits grow with sqrt(width): with unit-variance tokens and nn.Linear's default
+      initialisation, width-512 keys and queries give logits of standard deviation ~7.5,
+      which saturates the softmax and starves its gradient; pass ``qk_scale=1.0`` for
+      the literal equation.
     * ``num_heads``: 1 is the paper's single attention. With h heads the key/query
       width and the (projection-free) values are split into h groups.
 
@@ -61,7 +62,8 @@ class TokenSelfAttention(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: ``(B, L, C_T)`` -> ``(B, L, C_T)``."""
         b, n, c = tokens.shape
-        # The paper's row i reads (T K)_i against every (T Q)_j.
+        # The paper's row i reads (T K)_i against every (T Q)_j: its "keys" T K play the
+        # part that most transformer code calls the queries (the side the softmax rows belong to).
         keys = self._split_heads(self.key(tokens))  # T K: (B, h, L, d)
         queries = self._split_heads(self.query(tokens))  # T Q: (B, h, L, d)
         values = self._split_heads(tokens)  # T: (B, h, L, C_T/h)
@@ -101,8 +103,8 @@ class TokenFeedForward(nn.Module):
 class TokenTransformer(nn.Module):
     """One transformer layer over visual tokens: eq. 3 then eq. 4.
 
-    Tokens of any number of images or pyramid levels can be related by one
-    instance (VT-FPN concatenates the tokens of all levels along L).
+    The tokens of several pyramid levels of an image are related by one instance
+    when concatenated along L (VT-FPN); images of a batch never attend to each other.
 
     Args:
         channels: Token width C_T.

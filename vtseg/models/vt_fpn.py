@@ -204,7 +204,16 @@ class VTFPN(nn.Module):
             last_lateral: torch.Tensor,
             last_output: torch.Tensor,
     ) -> List[torch.Tensor]:
-        """The ``num_outs - levels`` coarser maps: max-pooled, or by the extra convolutions."""
+        """The ``num_outs - levels`` coarser maps: max-pooled, or by the extra convolutions.
+
+        Args:
+            last_input: The last used input level, ``(B, C_in, H, W)``.
+            last_lateral: Its lateral map, ``(B, C, H, W)``.
+            last_output: Its output, ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, C, H / 2^k, W / 2^k)`` for k = 1 .. ``num_outs - levels`` (rounded up).
+        """
         extra: List[torch.Tensor] = []
         num_extra = self.num_outs - len(self.projectors)
         if not self.add_extra_convs:

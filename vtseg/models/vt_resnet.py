@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from vtseg.layers import VisualTransformer
+from vtseg.layers import VisualTransformer, check_vt_cfg
 
 __all__ = [
     'VTResNet', 'arch_settings', 'vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101',
@@ -62,7 +62,8 @@ class VTResNet(nn.Module):
         token_channels: Token width C_T.
         project_last: Give the last VT module a projector. A classifier only
             reads the last tokens, so its last projector would be dead weight;
-            a dense backbone needs it for the VT-enhanced map.
+            a dense backbone needs it for the VT-enhanced map. ``None`` (default):
+            only without a classifier (``num_classes == 0``).
         norm_layer: Normalisation for the ResNet stages (default BatchNorm2d).
         drop_rate: Dropout before the classifier.
         vt_cfg: Overrides of the VT module arguments of this depth
@@ -108,7 +109,7 @@ class VTResNet(nn.Module):
         self.in_channels = self.stage_channels[-1]  # C: 256 (R18/34), 1024 (R50/101)
         self.token_channels = token_channels
 
-        vt = dict(arch['vt'], **(vt_cfg or {}))
+        vt = dict(arch['vt'], **check_vt_cfg(vt_cfg))
         n = arch['num_vt_modules']
         self.vt_modules = nn.ModuleList(
             VisualTransformer(
@@ -233,25 +234,21 @@ def load_torchvision_resnet(
     return report
 
 
-def _vt_resnet(depth: int, num_classes: int, **kwargs) -> VTResNet:
-    return VTResNet(depth=depth, num_classes=num_classes, **kwargs)
-
-
 def vt_resnet18(num_classes: int = 1000, **kwargs) -> VTResNet:
     """VT-ResNet-18: ResNet-18 stages 1-4 + 2 VT modules (paper: 11.7M params, 1.569 GMACs)."""
-    return _vt_resnet(18, num_classes, **kwargs)
+    return VTResNet(depth=18, num_classes=num_classes, **kwargs)
 
 
 def vt_resnet34(num_classes: int = 1000, **kwargs) -> VTResNet:
     """VT-ResNet-34: ResNet-34 stages 1-4 + 3 VT modules (paper: 19.2M params, 3.236 GMACs)."""
-    return _vt_resnet(34, num_classes, **kwargs)
+    return VTResNet(depth=34, num_classes=num_classes, **kwargs)
 
 
 def vt_resnet50(num_classes: int = 1000, **kwargs) -> VTResNet:
     """VT-ResNet-50: ResNet-50 stages 1-4 + 3 VT modules (paper: 21.4M params, 3.412 GMACs)."""
-    return _vt_resnet(50, num_classes, **kwargs)
+    return VTResNet(depth=50, num_classes=num_classes, **kwargs)
 
 
 def vt_resnet101(num_classes: int = 1000, **kwargs) -> VTResNet:
     """VT-ResNet-101: ResNet-101 stages 1-4 + 3 VT modules (paper: 41.5M params, 7.129 GMACs)."""
-    return _vt_resnet(101, num_classes, **kwargs)
+    return VTResNet(depth=101, num_classes=num_classes, **kwargs)
