@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vtseg.layers import VisualTransformer, record_attention
+from vtseg.layers import VT_CFG_KEYS, VisualTransformer, check_vt_cfg, record_attention
 
 
 @pytest.mark.parametrize('hw', [(14, 14), (7, 23), (1, 1), (33, 5)])
@@ -77,3 +77,14 @@ def test_gradients_reach_every_parameter():
     (x.square().sum() + t.square().sum()).backward()
     for name, p in vt.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_vt_cfg_takes_the_module_options_and_names_any_other_key():
+    assert check_vt_cfg(None) == {}
+    options = dict(qk_channels=8, hidden_channels=16, projector_qk_channels=4, num_heads=2, qk_scale=1.0)
+    assert set(options) == set(VT_CFG_KEYS)
+    checked = check_vt_cfg(options)
+    assert checked == options and checked is not options
+    VisualTransformer(8, num_tokens=3, token_channels=16, **checked)  # every key is a module argument
+    with pytest.raises(ValueError, match='vt_cfg cannot set in_channels, num_tokens: it takes qk_channels'):
+        check_vt_cfg(dict(num_tokens=4, in_channels=8, qk_scale=1.0))

@@ -104,3 +104,8 @@ def test_neck_rejects_what_it_cannot_honour():
         MODELS.build(dict(type='VTFPN', in_channels=[8], out_channels=8, num_outs=2, add_extra_convs='on_top'))
     with pytest.raises(ValueError, match='no extra levels'):
         MODELS.build(dict(type='VTFPN', in_channels=[8, 8], out_channels=8, num_outs=3, end_level=2))
+    # vt_cfg holds the transformer/projector options only; the token count has its own argument
+    with pytest.raises(ValueError, match='vt_cfg cannot set num_tokens'):
+        MODELS.build(dict(type='VTFPN', in_channels=[8], out_channels=8, num_outs=1, vt_cfg=dict(num_tokens=4)))
+    with pytest.raises(ValueError, match='vt_cfg cannot set depth, heads'):
+        MODELS.build(dict(type='VTResNet', depth=18, vt_cfg=dict(heads=2, depth=4)))

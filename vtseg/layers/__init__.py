@@ -7,9 +7,10 @@ from .attention import AttentionWeights, record_attention
 from .projector import Projector
 from .tokenizer import FilterTokenizer, RecurrentTokenizer
 from .transformer import TokenFeedForward, TokenSelfAttention, TokenTransformer
-from .vt_module import VisualTransformer
+from .vt_module import VT_CFG_KEYS, VisualTransformer, check_vt_cfg
 
 __all__ = [
     'FilterTokenizer', 'RecurrentTokenizer', 'TokenSelfAttention', 'TokenFeedForward',
     'TokenTransformer', 'Projector', 'VisualTransformer', 'AttentionWeights', 'record_attention',
+    'VT_CFG_KEYS', 'check_vt_cfg',
 ]

@@ -8,7 +8,25 @@ from .projector import Projector
 from .tokenizer import FilterTokenizer, RecurrentTokenizer
 from .transformer import TokenTransformer
 
-__all__ = ['VisualTransformer']
+__all__ = ['VisualTransformer', 'VT_CFG_KEYS', 'check_vt_cfg']
+
+#: What a model's ``vt_cfg`` may set: the VT module's arguments other than its sizes
+#: (the token count and width are arguments of the models themselves).
+VT_CFG_KEYS = ('qk_channels', 'hidden_channels', 'projector_qk_channels', 'num_heads', 'qk_scale')
+
+
+def check_vt_cfg(vt_cfg: Optional[dict]) -> dict:
+    """A copy of a model's ``vt_cfg`` (``{}`` for None).
+
+    Raises:
+        ValueError: A key that is not in :data:`VT_CFG_KEYS`.
+    """
+    vt_cfg = dict(vt_cfg or {})
+    unknown = sorted(set(vt_cfg) - set(VT_CFG_KEYS))
+    if unknown:
+        raise ValueError(f'vt_cfg cannot set {", ".join(unknown)}: it takes {", ".join(VT_CFG_KEYS)} '
+                         '(the token count and width are arguments of the model)')
+    return vt_cfg
 
 
 class VisualTransformer(nn.Module):

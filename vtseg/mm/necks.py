@@ -6,6 +6,7 @@ from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 
 from mmseg.registry import MODELS
+from vtseg.layers import check_vt_cfg
 from vtseg.models.vt_fpn import VTFPN
 
 __all__ = ['VTFPNNeck']
@@ -15,11 +16,13 @@ __all__ = ['VTFPNNeck']
 class VTFPNNeck(VTFPN, BaseModule):
     """:class:`vtseg.models.VTFPN` with mmseg ``FPN``'s arguments and ``init_cfg``.
 
-    Every argument of mmseg 1.2.2's ``FPN.__init__`` is accepted and honoured, so a
-    Semantic FPN or UPerNet-style config switches by changing ``type='FPN'`` to
-    ``type='VTFPN'``; the token arguments are extra. What FPN does with its 3x3
-    output convolutions, VT-FPN does with tokens (so ``norm_cfg``/``act_cfg`` apply
-    to the lateral and extra convolutions, which both have).
+    Every argument of mmseg 1.2.2's ``FPN.__init__`` is accepted, so a Semantic FPN
+    or UPerNet-style config switches by changing ``type='FPN'`` to ``type='VTFPN'``;
+    the token arguments are extra. What FPN does with its 3x3 output convolutions,
+    VT-FPN does with tokens. So ``conv_cfg``, ``norm_cfg`` and ``act_cfg`` apply to the
+    convolutions both have, the lateral and extra ones, and not after the outputs:
+    where FPN's output convolutions end in a norm and an activation, VT-FPN's outputs
+    are the projections, ``X + A (T W_V)``, of lateral maps that had them.
 
     Args:
         in_channels: Channels of each input level.
@@ -104,6 +107,6 @@ class VTFPNNeck(VTFPN, BaseModule):
             upsample_cfg=upsample_cfg,
             lateral_conv=lateral_conv,
             extra_conv=extra_conv,
-            **(vt_cfg or {}),
+            **check_vt_cfg(vt_cfg),
         )
         self.init_cfg = copy.deepcopy(init_cfg)
