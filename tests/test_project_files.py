@@ -307,3 +307,19 @@ def test_readme_neck_saving_is_the_flops_table():
     introduction = readme[:readme.index('\n## ')]
     saving = gmacs['FPN'] / gmacs['VT-FPN']
     assert_says(introduction, [f'~{saving:.1f}x fewer multiply-adds'], 'README.md (introduction)')
+
+
+def test_benchmarks_readme_fast_path_numbers_are_its_result_file():
+    """benchmarks/README.md's paragraph on VT-FPN's fast path quotes vt_fpn_fast_path.py's latest run."""
+    with open(osp.join(RESULTS, 'vt-fpn-fast-path-vm-1t.json')) as f:
+        result = json.load(f)
+    ms = {name: stats['median_ms'] for name, stats in result['stats'].items()}
+    fragments = [
+        f'{ms["vt_fast"]:.1f} ms with the path, {ms["vt_fast_interpolate"]:.1f} ms with the path but '
+        f'`F.interpolate`, {ms["vt_plain"]:.1f} ms without it, FPN {ms["fpn"]:.1f} ms.',
+        f'The path saves {result["gain"]:.0%} of the neck\'s time, and the broadcast alone '
+        f'{result["broadcast_gain"]:.0%} of the time the path takes with `F.interpolate`,',
+    ]
+    assert result['gain'] >= 0.10 and result['broadcast_gain'] >= 0.10  # the bar for a second code path
+    assert_says(section(read('benchmarks/README.md'), 'The one fast path: `vt_fpn_fast_path.py`'), fragments,
+                'benchmarks/README.md (benchmarks/results/vt-fpn-fast-path-vm-1t.json)')
