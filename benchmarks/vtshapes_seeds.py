@@ -26,6 +26,11 @@ import time
 from typing import Dict, List
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from vtseg.utils.files import atomic_write_bytes  # noqa: E402
+
+FRESH_VENV = 'fresh venv (tools/setup.sh --minimal)'
 CONFIGS = [
     'configs/vtshapes/fpn_r18_1xb8-1.5k_vtshapes-96x96.py',
     'configs/vtshapes/vt-fpn_r18_1xb8-1.5k_vtshapes-96x96.py',
@@ -56,7 +61,8 @@ def fresh_venv(folder: str) -> str:
     return python
 
 
-def run_demo(python: str, config: str, seed: int, work_dir: str) -> Dict:
+def run_demo(python: str, config: str, seed: int, work_dir: str, setup: str) -> Dict:
+    """Run the demo with ``python`` and return what it reached, with where and how it ran."""
     start = time.time()
     proc = subprocess.run([python, 'tools/demo.py', '--config', config, '--seed', str(seed), '--work-dir', work_dir],
                           cwd=REPO, capture_output=True, text=True)
@@ -66,8 +72,11 @@ def run_demo(python: str, config: str, seed: int, work_dir: str) -> Dict:
     versions = subprocess.run([python, '-c', 'import torch, mmcv, mmseg; print(torch.__version__, mmcv.__version__, '
                                'mmseg.__version__, torch.get_num_threads())'],
                               capture_output=True, text=True, check=True).stdout.split()
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip() or 'unknown'
     return dict(config=config, seed=seed, miou=miou, wall_s=round(time.time() - start, 1),
-                torch=versions[0], mmcv=versions[1], mmseg=versions[2], torch_threads=int(versions[3]))
+                torch=versions[0], mmcv=versions[1], mmseg=versions[2], torch_threads=int(versions[3]),
+                setup=setup, commit=commit)
 
 
 def summarise(runs: List[Dict]) -> List[Dict]:
@@ -87,9 +96,17 @@ def markdown(rows: List[Dict], runs: List[Dict]) -> str:
     walls = [run['wall_s'] for run in runs]
     lines.append('')
     threads = sorted({run['torch_threads'] for run in runs})
-    lines.append(f'Each seed in a fresh venv set up with `bash tools/setup.sh --minimal`; torch {runs[0]["torch"]}, '
-                 f'mmcv {runs[0]["mmcv"]}, mmseg {runs[0]["mmseg"]}, {"/".join(map(str, threads))} torch threads, '
-                 f'{os.cpu_count()} CPUs; demo wall time {min(walls) / 60:.1f}-{max(walls) / 60:.1f} min per run.')
+    lines.append(f'torch {runs[0]["torch"]}, mmcv {runs[0]["mmcv"]}, mmseg {runs[0]["mmseg"]}, '
+                 f'{"/".join(map(str, threads))} torch threads, {os.cpu_count()} CPUs; demo wall time '
+                 f'{min(walls) / 60:.1f}-{max(walls) / 60:.1f} min per run.')
+    lines.append('')
+    lines.append('| config | seed | val mIoU | commit | set up in | torch threads | wall min |')
+    lines.append('|---|---:|---:|---|---|---:|---:|')
+    for run in runs:
+        # runs recorded before these fields existed were all made in fresh venvs
+        lines.append(f'| `{osp.basename(run["config"])[:-3]}` | {run["seed"]} | {run["miou"]:.3f} | '
+                     f'{run.get("commit", "-")} | {run.get("setup", FRESH_VENV)} | {run["torch_threads"]} | '
+                     f'{run["wall_s"] / 60:.1f} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -102,17 +119,16 @@ def main() -> None:
     for seed in [] if args.summarise else args.seeds:
         with tempfile.TemporaryDirectory(prefix=f'vtseg-seed{seed}-') as tmp:
             python = args.python or fresh_venv(osp.join(tmp, 'venv'))
+            setup = f'existing env ({args.python})' if args.python else FRESH_VENV
             for config in args.configs:
                 name = osp.basename(config)[:-3]
-                run = run_demo(python, config, seed, osp.join(args.work_dir, name, f'seed{seed}'))
+                run = run_demo(python, config, seed, osp.join(args.work_dir, name, f'seed{seed}'), setup)
                 print(json.dumps(run), flush=True)
                 runs.append(run)
     rows = summarise(runs)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
-    with open(args.out + '.json', 'w') as f:
-        json.dump(dict(summary=rows, runs=runs), f, indent=1)
-    with open(args.out + '.md', 'w') as f:
-        f.write(markdown(rows, runs))
+    atomic_write_bytes(args.out + '.json', json.dumps(dict(summary=rows, runs=runs), indent=1).encode())
+    atomic_write_bytes(args.out + '.md', markdown(rows, runs).encode())
     print(markdown(rows, runs))
 
 
