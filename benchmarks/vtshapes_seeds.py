@@ -26,10 +26,7 @@ import time
 from typing import Dict, List
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from vtseg.utils.files import atomic_write_bytes  # noqa: E402
-
+# Runs with any python3 (it makes the venvs), so it imports nothing of vtseg or its dependencies.
 FRESH_VENV = 'fresh venv (tools/setup.sh --minimal)'
 CONFIGS = [
     'configs/vtshapes/fpn_r18_1xb8-1.5k_vtshapes-96x96.py',
@@ -63,6 +60,8 @@ def fresh_venv(folder: str) -> str:
 
 def run_demo(python: str, config: str, seed: int, work_dir: str, setup: str) -> Dict:
     """Run the demo with ``python`` and return what it reached, with where and how it ran."""
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip() or 'unknown'
     start = time.time()
     proc = subprocess.run([python, 'tools/demo.py', '--config', config, '--seed', str(seed), '--work-dir', work_dir],
                           cwd=REPO, capture_output=True, text=True)
@@ -72,8 +71,6 @@ def run_demo(python: str, config: str, seed: int, work_dir: str, setup: str) -> 
     versions = subprocess.run([python, '-c', 'import torch, mmcv, mmseg; print(torch.__version__, mmcv.__version__, '
                                'mmseg.__version__, torch.get_num_threads())'],
                               capture_output=True, text=True, check=True).stdout.split()
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip() or 'unknown'
     return dict(config=config, seed=seed, miou=miou, wall_s=round(time.time() - start, 1),
                 torch=versions[0], mmcv=versions[1], mmseg=versions[2], torch_threads=int(versions[3]),
                 setup=setup, commit=commit)
@@ -127,8 +124,10 @@ def main() -> None:
                 runs.append(run)
     rows = summarise(runs)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
-    atomic_write_bytes(args.out + '.json', json.dumps(dict(summary=rows, runs=runs), indent=1).encode())
-    atomic_write_bytes(args.out + '.md', markdown(rows, runs).encode())
+    with open(args.out + '.json', 'w') as f:
+        json.dump(dict(summary=rows, runs=runs), f, indent=1)
+    with open(args.out + '.md', 'w') as f:
+        f.write(markdown(rows, runs))
     print(markdown(rows, runs))
 
 
