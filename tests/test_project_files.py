@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
-from vtseg_testing import REPO
+from vtseg_testing import REPO, assert_says, read, section
 
 import vtseg
 
@@ -52,18 +52,6 @@ def test_citation_cites_the_paper_and_this_version():
 # --- README numbers against the result files --------------------------------------------------------
 
 
-def read(path: str) -> str:
-    with open(osp.join(REPO, path), encoding='utf-8') as f:
-        return f.read()
-
-
-def section(text: str, title: str) -> str:
-    """The text of the ``## title`` section of a markdown file, up to the next ``## `` heading."""
-    start = text.index(f'\n## {title}\n')
-    end = text.find('\n## ', start + 1)
-    return text[start:end if end != -1 else len(text)]
-
-
 def markdown_tables(text: str) -> List[str]:
     """Every markdown table of ``text``: runs of consecutive lines that start with ``|``."""
     tables, lines = [], []
@@ -74,13 +62,6 @@ def markdown_tables(text: str) -> List[str]:
             tables.append('\n'.join(lines))
             lines = []
     return tables
-
-
-def assert_says(text: str, fragments: List[str], where: str) -> None:
-    """Fail, listing them, when ``text`` lacks some of ``fragments`` (its line breaks read as spaces)."""
-    flat = ' '.join(text.split())
-    missing = [fragment for fragment in fragments if fragment not in flat]
-    assert not missing, f'{where} does not say what the result files say now; it should say:\n' + '\n'.join(missing)
 
 
 def benchmark_results() -> Dict[str, dict]:

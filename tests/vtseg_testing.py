@@ -7,6 +7,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+from typing import List
 
 import pytest
 
@@ -62,3 +63,23 @@ def kill_loader_workers_at(monkeypatch, name_suffix: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return real_load(path)
     monkeypatch.setattr(folder_module, 'load_image', load)
+
+
+def read(path: str) -> str:
+    """The text of a file of the repository (``path`` relative to its root)."""
+    with open(osp.join(REPO, path), encoding='utf-8') as f:
+        return f.read()
+
+
+def section(text: str, title: str) -> str:
+    """The text of the ``## title`` section of a markdown file, up to the next ``## `` heading."""
+    start = text.index(f'\n## {title}\n')
+    end = text.find('\n## ', start + 1)
+    return text[start:end if end != -1 else len(text)]
+
+
+def assert_says(text: str, fragments: List[str], where: str) -> None:
+    """Fail, listing them, when ``text`` lacks some of ``fragments`` (its line breaks read as spaces)."""
+    flat = ' '.join(text.split())
+    missing = [fragment for fragment in fragments if fragment not in flat]
+    assert not missing, f'{where} does not say what the result files say now; it should say:\n' + '\n'.join(missing)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vtseg_testing import kill_loader_workers_at
+from vtseg_testing import assert_says, kill_loader_workers_at, read, section
 
 from vtseg.apis import SegInferencer, load_image, vis_scale
 from vtseg.datasets import VTSHAPES_CLASSES, VTSHAPES_PALETTE
@@ -592,8 +592,7 @@ def test_readme_throughput_table_is_the_benchmark_result():
     """README "Dense inference on folders": the throughput table and the sentences about it show
     benchmarks/results/infer-throughput.json (benchmarks/infer_throughput.py's output)."""
     import json
-    readme = open(osp.join(REPO, 'README.md')).read()
-    text = readme.split('## Dense inference on folders', 1)[1].split('\n## ', 1)[0]
+    text = section(read('README.md'), 'Dense inference on folders')
     with open(osp.join(REPO, 'benchmarks', 'results', 'infer-throughput.json')) as f:
         summary = json.load(f)['summary']
     table = text.split('| way | img/s | vs `MMSegInferencer` |', 1)[1].split('\n\n', 1)[0]
@@ -611,26 +610,27 @@ def test_readme_throughput_table_is_the_benchmark_result():
             else ['-'] * 5
         assert row[3:] == expected, way
     one = summary['infer']
-    sentence = ' '.join(text.split())
-    assert f'predicting takes {one["stages"]["predict"]:.1f} of its {one["seconds"]:.1f} seconds' in sentence
     plain = summary['infer --no-vis --no-channels-last']['stages']['predict']
-    assert f'the forward passes take {summary["infer --no-vis"]["stages"]["predict"]:.1f} s instead of ' \
-        f'{plain:.1f} s' in sentence
-    assert f"mmseg's whole loop is {summary['mmseg']['seconds']:.1f} s, our forward passes alone " \
-        f"{summary['infer --no-vis']['stages']['predict']:.0f} s" in sentence
+    assert_says(text, [
+        f'predicting takes {one["stages"]["predict"]:.1f} of its {one["seconds"]:.1f} seconds',
+        f'the forward passes take {summary["infer --no-vis"]["stages"]["predict"]:.1f} s instead of {plain:.1f} s',
+        f"mmseg's whole loop is {summary['mmseg']['seconds']:.1f} s, our forward passes alone "
+        f"{summary['infer --no-vis']['stages']['predict']:.0f} s",
+    ], 'README.md "Dense inference on folders" (benchmarks/results/infer-throughput.json)')
 
 
 def test_readme_real_photo_numbers_are_the_benchmark_result():
     """README "Dense inference on folders": the real-photo ratios are those of
     benchmarks/results/infer-throughput-real-photos.json."""
     import json
-    readme = ' '.join(open(osp.join(REPO, 'README.md')).read().split())
     with open(osp.join(REPO, 'benchmarks', 'results', 'infer-throughput-real-photos.json')) as f:
         result = json.load(f)
     summary = result['summary']
     ratio = {way: summary[way]['images_per_second'] / summary['mmseg']['images_per_second'] for way in summary}
-    assert f'builds a folder of {result["meta"]["images"]} ' in readme
-    assert f"`tools/infer.py` {ratio['infer']:.2f}x `MMSegInferencer`'s images/s, `--no-vis` " \
-        f"{ratio['infer --no-vis']:.2f}x, two processes {ratio['infer 2 proc']:.2f}x" in readme
-    assert f"the forward passes {summary['infer --no-vis']['stages']['predict']:.1f} s channels-last against " \
-        f"{summary['infer --no-vis --no-channels-last']['stages']['predict']:.1f} s without" in readme
+    assert_says(read('README.md'), [
+        f'builds a folder of {result["meta"]["images"]} ',
+        f"`tools/infer.py` {ratio['infer']:.2f}x `MMSegInferencer`'s images/s, `--no-vis` "
+        f"{ratio['infer --no-vis']:.2f}x, two processes {ratio['infer 2 proc']:.2f}x",
+        f"the forward passes {summary['infer --no-vis']['stages']['predict']:.1f} s channels-last against "
+        f"{summary['infer --no-vis --no-channels-last']['stages']['predict']:.1f} s without",
+    ], 'README.md (benchmarks/results/infer-throughput-real-photos.json)')
