@@ -1,5 +1,7 @@
 """build_model / load_weights: every tool's way to a model, with or without a checkpoint."""
+import os
 import os.path as osp
+import urllib.request
 
 import pytest
 import torch
@@ -84,6 +86,40 @@ def test_setup_errors_are_one_line(tmp_path, case):
         message = 'holds no state dict \\(it holds a list\\)'
     with pytest.raises(InferenceSetupError, match=message) as info:
         build_model(str(config), checkpoint)
+    assert '\n' not in str(info.value)
+
+
+class _Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def test_pickled_code_is_refused_whatever_torchs_default(tmp_path, monkeypatch):
+    """torch < 2.6 loads with weights_only=False by default; the checkpoint is still not run."""
+    marker = tmp_path / 'PWNED'
+    checkpoint = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': {}, 'payload': _Exploit(str(marker))}, checkpoint)
+    torch_load = torch.load
+
+    def old_default_load(*args, weights_only=False, **kwargs):
+        return torch_load(*args, weights_only=weights_only, **kwargs)
+    monkeypatch.setattr(torch, 'load', old_default_load)
+    with pytest.raises(InferenceSetupError, match='pickled reference to (posix|os).system') as info:
+        build_model(VTFPN_CONFIG, checkpoint)
+    assert '\n' not in str(info.value) and not marker.exists()
+
+
+@pytest.mark.parametrize('url', ['https://example.com/vt-fpn.pth', 'open-mmlab://resnet50_v1c'])
+def test_a_checkpoint_url_is_refused_not_downloaded(url, monkeypatch):
+    """mmengine's loaders would unpickle a download with weights_only=False."""
+    def no_network(*args, **kwargs):
+        raise AssertionError('a download was attempted')
+    monkeypatch.setattr(urllib.request, 'urlopen', no_network)
+    with pytest.raises(InferenceSetupError, match=f'checkpoint {url} is a URL: .* fetch it first') as info:
+        build_model(VTFPN_CONFIG, url)
     assert '\n' not in str(info.value)
 
 

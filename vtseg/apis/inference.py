@@ -103,7 +103,7 @@ class SegInferencer:
 
     Args:
         config: Config file or :class:`~mmengine.config.Config`.
-        checkpoint: Checkpoint file (or URL) saved by training this config.
+        checkpoint: Checkpoint file saved by training this config.
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``; None picks CUDA when available.
         cfg_options: Overrides merged into the config (as ``--cfg-options`` does).
         slide_ratio: In automatic mode, slide when an image side exceeds this many

@@ -11,15 +11,17 @@ models with, as mmseg's ``init_model`` does but checked:
   initialise weights, so a model without a checkpoint has its layers' default (random) ones;
 - the model is built in the config's registry scope (``default_scope``: mmseg, mmpretrain,
   mmdet), SyncBN becomes BN (one process), and it is moved to the device in eval mode;
-- a checkpoint is read with torch's ``weights_only`` loader (pickled code is refused unread;
-  mmengine's training checkpoints load once :func:`vtseg.mm.allow_mmengine_checkpoints` ran,
-  which ``import vtseg`` does), compared weight by weight with the model, names and shapes,
-  and loaded strictly (:func:`load_weights`). A checkpoint of another model is a
+- a checkpoint is a local file, read with ``torch.load(weights_only=True)`` whatever torch's
+  default (pickled code is refused unread; mmengine's training checkpoints load once
+  :func:`vtseg.mm.allow_mmengine_checkpoints` ran, which ``import vtseg`` does, on torch >= 2.4),
+  compared weight by weight with the model, names and shapes, and loaded strictly
+  (:func:`load_weights`). A URL is refused rather than downloaded: mmengine's loader unpickles
+  downloads with ``weights_only=False``. A checkpoint of another model is a
   :class:`CheckpointMismatchError` naming the weights that differ, where mmengine would load
   what fits and log a warning.
 
-Only public mmengine API is used: ``CheckpointLoader.load_checkpoint`` and ``load_state_dict``
-(``mmengine.runner``), ``Config``, ``DefaultScope``, ``MODELS``, ``Compose``.
+Only public mmengine API is used: ``load_state_dict`` (``mmengine.runner``), ``Config``,
+``DefaultScope``, ``MODELS``, ``Compose``.
 """
 import copy
 import os.path as osp
@@ -33,7 +35,7 @@ from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS, DefaultScope
-from mmengine.runner import CheckpointLoader, load_state_dict
+from mmengine.runner import load_state_dict
 
 from vtseg.mm.checkpoint import remote_weights
 from vtseg.mm.cli import merge_cfg_options
@@ -103,7 +105,11 @@ def _check_config_file(config: Union[str, Path]) -> None:
 
 
 def _check_checkpoint_file(checkpoint: str) -> None:
-    if not _is_url(str(checkpoint)) and not osp.isfile(checkpoint):
+    if _is_url(str(checkpoint)):
+        raise InferenceSetupError(f'checkpoint {checkpoint} is a URL: vtseg reads checkpoints from local '
+                                  'files only and downloads nothing; fetch it first (e.g. with wget) '
+                                  'and pass the file')
+    if not osp.isfile(checkpoint):
         raise InferenceSetupError(f'checkpoint {checkpoint} not found: pass a .pth file saved by '
                                   'training (e.g. work_dirs/<config>/iter_1500.pth)')
 
@@ -113,10 +119,10 @@ def check_model_files(config: Union[str, Path, Config], checkpoint: Optional[str
 
     Args:
         config: Config file (a :class:`~mmengine.config.Config` passes unchecked).
-        checkpoint: Checkpoint file or URL (URLs pass unchecked), or None.
+        checkpoint: Checkpoint file, or None.
 
     Raises:
-        InferenceSetupError: A file is missing.
+        InferenceSetupError: A file is missing, or the checkpoint is a URL.
     """
     if isinstance(config, (str, Path)):
         _check_config_file(config)
@@ -159,16 +165,18 @@ def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = 
 
 
 def read_checkpoint(checkpoint: str) -> Any:
-    """Load a checkpoint file (or URL) on the CPU with torch's ``weights_only`` loader.
+    """Load a local checkpoint file on the CPU with torch's ``weights_only`` loader.
+
+    ``weights_only=True`` is passed, not left to torch's default (``False`` before torch 2.6).
 
     Raises:
-        InferenceSetupError: It does not exist, cannot be read, or holds pickled code or
-            objects other than weights (never executed); the message gives torch's reason
-            without its advice to load the file unsafely.
+        InferenceSetupError: It is a URL, does not exist, cannot be read, or holds pickled
+            code or objects other than weights (never executed); the message gives torch's
+            reason without its advice to load the file unsafely.
     """
     _check_checkpoint_file(checkpoint)
     try:
-        return CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu', logger='silent')
+        return torch.load(checkpoint, map_location='cpu', weights_only=True)
     except Exception as err:
         raise InferenceSetupError(f'cannot read checkpoint {checkpoint}: '
                                   f'{checkpoint_error_reason(err, 300)}') from err
@@ -276,7 +284,7 @@ def load_weights(model: nn.Module, checkpoint: Union[str, Mapping], model_name: 
 
     Args:
         model: The model.
-        checkpoint: A checkpoint file (or URL), or what :func:`read_checkpoint` returned.
+        checkpoint: A checkpoint file, or what :func:`read_checkpoint` returned.
         model_name: What the model is, for messages: ``'config PATH'`` or a name.
         checkpoint_name: The checkpoint's path for messages (default: ``checkpoint``
             when that is a path).
@@ -335,7 +343,7 @@ def build_model(config: Union[str, Path, Config],
     Args:
         config: Config file or object (an OpenMMLab config with a ``model`` dict, of any
             scope; the object is not changed).
-        checkpoint: Checkpoint file or URL whose weights must all fit the model, or None
+        checkpoint: Checkpoint file whose weights must all fit the model, or None
             for the layers' default (random) weights.
         device: Where the model goes (see :func:`resolve_device`).
         cfg_options: Overrides merged into the config (as ``--cfg-options``).

@@ -195,8 +195,8 @@ _NETWORK_ERRORS = (URLError, ConnectionError, TimeoutError, socket.gaierror, soc
 
 
 @contextmanager
-def explain_unreachable_weights(cfg: Any, checkpoint: Optional[str] = None) -> Iterator[None]:
-    """Turn a failed download of the weights ``cfg`` (or ``checkpoint``) names into one line.
+def explain_unreachable_weights(cfg: Any) -> Iterator[None]:
+    """Turn a failed download of the weights ``cfg`` names into one line.
 
     Inside the block (building and running the runner), a network error raised
     while a remote reference is not in :func:`weights_cache_dir` becomes
@@ -213,14 +213,11 @@ def explain_unreachable_weights(cfg: Any, checkpoint: Optional[str] = None) -> I
 
     Args:
         cfg: The run config (after ``--cfg-options``).
-        checkpoint: A checkpoint URL given on the command line (``tools/test.py``).
     """
     try:
         yield
     except _NETWORK_ERRORS as err:
         references = remote_weights(cfg)
-        if checkpoint and '://' in checkpoint:
-            references.append(('', checkpoint))
         cache = weights_cache_dir()
         missing = []
         for key, reference in references:
