@@ -1,3 +1,4 @@
+import pytest
 import torch
 from layer_testing import as_map, as_pixels
 
@@ -106,6 +107,16 @@ def test_in_place_writes_the_same_result_into_the_input():
     assert out.data_ptr() == x.data_ptr()
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(x, expected)
+
+
+def test_in_place_with_autograd_on_is_refused_before_x_changes():
+    """Overwriting X_in, which autograd saved, would otherwise fail only in backward."""
+    proj = Projector(in_channels=8, token_channels=12)
+    x, t = torch.randn(2, 8, 5, 6), torch.randn(2, 4, 12)
+    before = x.clone()
+    with pytest.raises(ValueError, match=r'in_place=True\) overwrites x, which autograd may need'):
+        proj(x, t, in_place=True)
+    torch.testing.assert_close(x, before, rtol=0, atol=0)
 
 
 def test_in_place_and_out_of_place_agree_inside_an_autocast_model():

@@ -64,7 +64,8 @@ class Projector(nn.Module):
             x: Feature map ``X_in``, ``(B, C, H, W)``.
             tokens: ``(B, L, C_T)``.
             in_place: Write ``X_out`` into ``x``'s memory, for a caller that owns ``x`` and
-                no longer needs it, with autograd off (see :class:`~vtseg.models.VTFPN`).
+                no longer needs it, with autograd off (see :class:`~vtseg.models.VTFPN`;
+                a ``ValueError`` with autograd on).
 
         Returns:
             ``X_out``, ``(B, C, H, W)``. Out of place it is a new contiguous map in the
@@ -72,6 +73,10 @@ class Projector(nn.Module):
             a convolution's output would (inside an autocast model ``x`` already is one). In
             place it is ``x``, in ``x``'s dtype and memory format.
         """
+        if in_place and torch.is_grad_enabled():
+            # autograd saves X_in for the backward pass; overwriting it would fail there, far from here
+            raise ValueError('Projector(in_place=True) overwrites x, which autograd may need: run it '
+                             'under torch.no_grad() or pass in_place=False')
         pixels = x.flatten(2)  # X_in^T: (B, C, H, W) -> (B, C, HW), a view
         keys = self.key(tokens)  # K = T W_K: (B, L, D)
         # scale * K W_Q^T, one C-wide filter per token: (B, L, D) @ (D, C) -> (B, L, C)
