@@ -457,7 +457,9 @@ def test_a_dead_loader_worker_stops_the_run_and_a_rerun_resumes(inferencer, tmp_
     real_load = folder_module.load_image
     kill_loader_workers_at(monkeypatch, 'd.png')
     runner = FolderRunner(inferencer, workers=1, writers=1)
-    with pytest.raises(LoaderWorkerDied, match=r'^a loader worker process died \(DataLoader worker \(pid'):
+    # torch's message, or the connection the worker broke when it died while handing over an image
+    with pytest.raises(LoaderWorkerDied, match=r'^a loader worker process died \((DataLoader worker \(pid|'
+                                               r'\w+Error while receiving an image from it)'):
         runner.run(find_images(str(root), out))
     done = sorted(osp.basename(p) for p in runner.summary.done)
     assert runner.summary.failed == [] and done == names[:len(done)] and len(done) <= 3
@@ -468,6 +470,46 @@ def test_a_dead_loader_worker_stops_the_run_and_a_rerun_resumes(inferencer, tmp_
     again = infer_folder(inferencer, str(root), out, workers=1)
     assert len(again.skipped) == len(done) and len(again.done) == len(names) - len(done)
     assert sorted(os.listdir(osp.join(out, 'pred'))) == [name + '.png' for name in names]
+
+
+class _LoaderLosingItsWorker(torch.utils.data.DataLoader):
+    """A DataLoader whose third fetch fails as a fetch from a worker killed mid-hand-over does."""
+
+    def __iter__(self):
+        for count, item in enumerate(super().__iter__()):
+            if count == 2:
+                raise ConnectionResetError(104, 'Connection reset by peer')
+            yield item
+
+
+def test_a_connection_lost_to_a_worker_is_a_dead_worker(inferencer, tmp_path, monkeypatch):
+    root, out = tmp_path / 'in', str(tmp_path / 'out')
+    for name in ('a.png', 'b.png', 'c.png', 'd.png'):
+        _write(root / name, 8, 8)
+    monkeypatch.setattr(folder_module, 'DataLoader', _LoaderLosingItsWorker)
+    runner = FolderRunner(inferencer, workers=1, writers=1)
+    with pytest.raises(LoaderWorkerDied, match=r'^a loader worker process died \(ConnectionResetError while '
+                                               r'receiving an image from it: .*Connection reset by peer\); what '
+                                               r'was written is kept: run again to resume'):
+        runner.run(find_images(str(root), out))
+    assert runner.summary.failed == [] and len(runner.summary.done) == 2
+    assert sorted(os.listdir(osp.join(out, 'pred'))) == ['a.png.png', 'b.png.png']
+
+
+def test_torchs_dead_worker_error_during_the_clean_up_is_a_dead_worker(inferencer, tmp_path, monkeypatch):
+    """torch's SIGCHLD handler raises in whatever the main thread runs: here, finishing the writes."""
+    root, out = tmp_path / 'in', str(tmp_path / 'out')
+    _write(root / 'a.png', 8, 8)
+    runner = FolderRunner(inferencer, workers=0, writers=1)
+    finish_writes = runner._finish_writes
+
+    def interrupted():
+        finish_writes()
+        raise RuntimeError('DataLoader worker (pid 12) is killed by signal: Killed.')
+    monkeypatch.setattr(runner, '_finish_writes', interrupted)
+    with pytest.raises(LoaderWorkerDied, match=r'^a loader worker process died \(DataLoader worker \(pid 12\)'):
+        runner.run(find_images(str(root), out))
+    assert runner._pool is None and len(runner.summary.done) == 1
 
 
 def test_no_vis_writes_class_ids_only_and_resumes_on_them(inferencer, tmp_path):

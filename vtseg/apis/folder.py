@@ -495,8 +495,13 @@ class LoaderWorkerDied(RuntimeError):
 def _is_loader_worker_death(err: BaseException) -> bool:
     # torch's DataLoader says so only in its messages: "DataLoader worker (pid 12) is killed by
     # signal: Killed." (raised by its SIGCHLD handler in whatever the main thread runs, e.g. the
-    # model) and "DataLoader worker (pid(s) 12) exited unexpectedly" (from the next fetch).
+    # model or a clean-up) and "DataLoader worker (pid(s) 12) exited unexpectedly" (from the next fetch).
     return isinstance(err, RuntimeError) and str(err).startswith('DataLoader worker (pid')
+
+
+def _worker_died(reason: str) -> LoaderWorkerDied:
+    return LoaderWorkerDied(f'a loader worker process died ({reason}); what was written is kept: run '
+                            'again to resume, with fewer workers if it was killed for lack of memory')
 
 
 def _as_is(item):
@@ -619,35 +624,35 @@ class FolderRunner:
         # batch_size images wait in all, so memory stays bounded on mixed-size folders.
         pending: Dict[Tuple[int, int], List[Tuple[ImageTask, np.ndarray]]] = {}
         try:
-            todo = self._to_do(tasks)
-            self._pool = ThreadPoolExecutor(self.writers, thread_name_prefix='vtseg-write') if self.writers else None
-            for task, image, error in self._decoded(todo):
-                if image is None:
-                    self._fail(task, error)
-                    continue
-                group = pending.setdefault(image.shape[:2], [])
-                group.append((task, image))
-                if len(group) >= self.batch_size:
-                    self._predict_and_write(pending.pop(image.shape[:2]))
-                elif sum(map(len, pending.values())) >= self.batch_size:
-                    self._predict_and_write(pending.pop(next(iter(pending))))  # the oldest group
-            while pending:
-                self._predict_and_write(pending.pop(next(iter(pending))))
-        except RuntimeError as err:
-            if _is_loader_worker_death(err):
-                raise LoaderWorkerDied(f'a loader worker process died ({err}); what was written is kept: run '
-                                       'again to resume, with fewer workers if it was killed for lack of '
-                                       'memory') from None
-            raise
-        finally:
             try:
-                self._finish_writes()  # what was predicted is written and counted, even on Ctrl-C
+                todo = self._to_do(tasks)
+                self._pool = (ThreadPoolExecutor(self.writers, thread_name_prefix='vtseg-write')
+                              if self.writers else None)
+                for task, image, error in self._decoded(todo):
+                    if image is None:
+                        self._fail(task, error)
+                        continue
+                    group = pending.setdefault(image.shape[:2], [])
+                    group.append((task, image))
+                    if len(group) >= self.batch_size:
+                        self._predict_and_write(pending.pop(image.shape[:2]))
+                    elif sum(map(len, pending.values())) >= self.batch_size:
+                        self._predict_and_write(pending.pop(next(iter(pending))))  # the oldest group
+                while pending:
+                    self._predict_and_write(pending.pop(next(iter(pending))))
             finally:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=True)
-                    self._pool = None
-                self.summary.seconds = time.perf_counter() - start
-                self._bar.close()
+                try:
+                    self._finish_writes()  # what was predicted is written and counted, even on Ctrl-C
+                finally:
+                    if self._pool is not None:
+                        self._pool.shutdown(wait=True)
+                        self._pool = None
+                    self.summary.seconds = time.perf_counter() - start
+                    self._bar.close()
+        except RuntimeError as err:  # torch's word for a dead worker may come during the clean-up too
+            if _is_loader_worker_death(err):
+                raise _worker_died(str(err)) from None
+            raise
         return self.summary
 
     def _to_do(self, tasks: Sequence[ImageTask]) -> List[ImageTask]:
@@ -682,10 +687,18 @@ class FolderRunner:
         try:
             while True:
                 waited = time.perf_counter()
+                lost = None
                 try:
                     index, image, error, seconds = next(items)
                 except StopIteration:
                     return
+                except ConnectionError as err:
+                    # A worker killed while it hands over an image (shared memory, passed by file
+                    # descriptor) breaks that connection before torch notices the death.
+                    lost = f'{type(err).__name__} while receiving an image from it: {one_line(err, 200)}'
+                if lost is not None:  # raised here, not in the handler: the error's frames would keep
+                    # the loader alive, and its SIGCHLD handler would raise again in the clean-up
+                    raise _worker_died(lost)
                 self.summary.add_time('wait', time.perf_counter() - waited)
                 self.summary.add_time('decode', seconds)
                 yield tasks[index], (image.numpy() if image is not None else None), error
@@ -773,7 +786,7 @@ class FolderRunner:
                 for item in batch:
                     self._predict_and_write([item])
             elif isinstance(err, OSError) and len(score_writers) < len(batch):
-                self._fail(batch[0][0], f'cannot write outputs ({type(err).__name__}: {err})')
+                self._fail(batch[0][0], f'cannot write outputs ({type(err).__name__}: {one_line(err, 300)})')
             else:  # e.g. out of memory on a huge image: it fails, the run goes on
                 self._fail(batch[0][0], f'inference failed ({type(err).__name__}: {one_line(err, 300)})')
             return
@@ -801,7 +814,7 @@ class FolderRunner:
         try:
             encode_seconds, write_seconds = future.result()
         except Exception as err:  # disk full, permissions, ...
-            self._fail(task, f'cannot write outputs ({type(err).__name__}: {err})')
+            self._fail(task, f'cannot write outputs ({type(err).__name__}: {one_line(err, 300)})')
             return
         self.summary.add_time('encode', encode_seconds)
         self.summary.add_time('write', write_seconds)
