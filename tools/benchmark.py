@@ -46,7 +46,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from typing import Optional  # noqa: E402
+from typing import NoReturn, Optional  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -59,6 +59,7 @@ from benchmarks.pairs import (PAIRS, SEGMENTOR_CONFIGS, PairSpec, Side, build_si
 from benchmarks.timing import (cpu_peak_memory_mib, cuda_peak_memory_mib, ratios, summarize,  # noqa: E402
                                time_interleaved)
 from vtseg.apis import InferenceSetupError  # noqa: E402
+from vtseg.utils.errors import exit_with_error  # noqa: E402
 from vtseg.utils.files import atomic_write_bytes  # noqa: E402
 
 
@@ -104,9 +105,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def fail(message: str) -> None:
-    """One line on stderr, exit status 1."""
-    raise SystemExit(f'error: {message}')
+def fail(message: str, status: int = 2) -> NoReturn:
+    """One error line on stderr; exit status 2 for bad input, 1 for a failed run."""
+    exit_with_error(__file__, message, status)
 
 
 def setup_device(args: argparse.Namespace) -> torch.device:
@@ -169,7 +170,7 @@ def run_pair_in_child(args: argparse.Namespace, name: str, tmp: str) -> dict:
            *forwarded_args(args)]
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
     if proc.returncode != 0 or not osp.isfile(out):
-        fail(f'pair {name} failed in its process (exit status {proc.returncode}; its error is above)')
+        fail(f'pair {name} failed in its process (exit status {proc.returncode}; its error is above)', status=1)
     with open(out) as f:
         return json.load(f)
 
@@ -194,7 +195,7 @@ def probe_memory(args: argparse.Namespace, name: str) -> dict:
         stdout, stderr = proc.communicate()
         if proc.returncode != 0:
             tail = (stderr.strip().splitlines() or ['(no output)'])[-1]
-            fail(f'memory probe of {name}:{side} failed: {tail}')
+            fail(f'memory probe of {name}:{side} failed: {tail}', status=1)
         results[side] = json.loads(stdout.strip().splitlines()[-1])
     return results
 

@@ -18,13 +18,14 @@ import argparse
 import os.path as osp
 import sys
 from importlib.util import find_spec
-from typing import Tuple
+from typing import NoReturn, Tuple
 
 import torch
 import torch.nn as nn
 
 from vtseg.apis import InferenceSetupError, build_model, load_config, load_weights
 from vtseg.mm import allow_mmengine_checkpoints
+from vtseg.utils.errors import exit_with_error
 from vtseg.utils.export import DEFAULT_OPSET, SegmentorLogits, export_onnx, max_abs_diff, onnx_session, run_onnx
 
 CLASSIFIERS = ('vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101')
@@ -57,8 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def fail(message: str) -> None:
-    raise SystemExit(f'error: {message}')
+def fail(message: str, status: int = 2) -> NoReturn:
+    """One error line on stderr; exit status 2 for bad input, 1 for a failed run."""
+    exit_with_error(__file__, message, status)
 
 
 def build(args: argparse.Namespace) -> Tuple[nn.Module, str, bool]:
@@ -130,7 +132,7 @@ def main(argv=None) -> None:
         if diff > limit:
             fail(f'onnxruntime output differs from PyTorch by {diff:.3g} > {limit:.3g} '
                  f'(--atol {args.atol:g} x max(1, max|output| = {scale:.3g})) '
-                 f'on a {shape_str} input')
+                 f'on a {shape_str} input', status=1)
         print(f'{name}: onnxruntime matches PyTorch on a {shape_str} input: max |diff| {diff:.2e} '
               f'<= {limit:.2e} (--atol {args.atol:g} x max(1, max|output| = {scale:.3g}))')
 

@@ -30,6 +30,7 @@ if REPO not in sys.path:
 from benchmarks.paper import Compared, fpn_pairs, markdown_table, resnet_pairs  # noqa: E402
 from vtseg.apis import InferenceSetupError  # noqa: E402
 from vtseg.utils.complexity import count  # noqa: E402
+from vtseg.utils.errors import exit_with_error  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,7 +61,7 @@ def main() -> None:
     try:
         rows = [count(spec, args.shape) for spec in (args.model, args.baseline) if spec]
     except (InferenceSetupError, ValueError) as err:
-        raise SystemExit(f'error: {err}')
+        exit_with_error(__file__, str(err))
     print(markdown_table([Compared(row) for row in rows]))
     if args.exact:
         for row in rows:

@@ -73,6 +73,7 @@ from vtseg.apis import (PALETTE_CHOICES, FolderRunner, FolderSummary, InferenceS
 from vtseg.apis.inference import DEFAULT_SLIDE_RATIO  # noqa: E402
 from vtseg.mm.cli import add_cfg_options, add_verbosity, apply_verbosity  # noqa: E402
 from vtseg.mm.runtime import finish_distributed_process, leave_process_group  # noqa: E402
+from vtseg.utils.errors import print_error  # noqa: E402
 
 # mmengine's INFO lines (where a checkpoint is read from, ...) say nothing the tool's own lines do not.
 DEFAULT_LOG_LEVEL = 'WARNING'
@@ -115,7 +116,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'PNGs in OUT_DIR/pred, overlays in OUT_DIR/vis')
     parser.add_argument('input', help='image file or folder')
     parser.add_argument('config', help='config file the model was trained with')
-    parser.add_argument('checkpoint', help='checkpoint file (or URL)')
+    parser.add_argument('checkpoint', help='checkpoint file (a local .pth; URLs are refused)')
     parser.add_argument('--out-dir', required=True, help='output folder (pred/ and vis/ go in it)')
     parser.add_argument(
         '--device', default=None, help='cpu, cuda or cuda:N (default: cuda if available, else cpu)')
@@ -169,7 +170,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def error(message: str) -> int:
-    print(f'infer.py: error: {message}', file=sys.stderr)
+    """Print one error line; the exit status of bad input."""
+    print_error(__file__, message)
     return 2
 
 

@@ -9,10 +9,10 @@ Files already present are kept, so an interrupted run can simply be repeated.
 """
 import argparse
 import os.path as osp
-import sys
 import time
 
 from vtseg.datasets import VTSHAPES_CLASSES, make_vtshapes
+from vtseg.utils.errors import exit_with_error
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,16 +36,14 @@ def main() -> None:
     elif osp.exists(args.out) and not osp.isdir(args.out):
         problem = f'--out {args.out} exists and is not a folder'
     if problem:
-        print(f'make_vtshapes.py: error: {problem}', file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(__file__, problem)
 
     start = time.time()
     try:
         make_vtshapes(args.out, num_train=args.num_train, num_val=args.num_val, size=args.size,
                       seed=args.seed)
     except ValueError as err:
-        print(f'make_vtshapes.py: error: {err}', file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(__file__, str(err))
     print(f'VT-Shapes in {args.out}: {args.num_train} train + {args.num_val} val images of '
           f'{args.size}x{args.size}, classes {", ".join(VTSHAPES_CLASSES)} '
           f'({time.time() - start:.1f} s)')

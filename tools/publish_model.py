@@ -11,9 +11,9 @@ Example (the VT-Shapes demo model, see configs/vtshapes/README.md)::
     # -> work_dirs/demo/vt-fpn_r18_1xb8-1.5k_vtshapes-96x96_20261130-1a2b3c4d.pth
 """
 import argparse
-import sys
 
 from vtseg.mm.checkpoint import allow_mmengine_checkpoints, publish_checkpoint
+from vtseg.utils.errors import exit_with_error
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,8 +30,7 @@ def main() -> None:
     try:
         published = publish_checkpoint(args.in_file, args.out_file)
     except (FileNotFoundError, ValueError) as err:
-        print(f'publish_model.py: error: {err}', file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(__file__, str(err))
     print(published)
 
 

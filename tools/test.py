@@ -4,8 +4,10 @@ Same arguments as mmseg 1.2.2's tool. On top of it:
 
 - ``import vtseg`` registers vtseg's modules and lets the checkpoint load under
   torch's ``weights_only=True`` loader;
-- a missing config or checkpoint file, a checkpoint that cannot be read or holds
-  pickled code (never run), or bad ``--cfg-options`` is one error line (exit status 2);
+- a missing config or checkpoint file, a config that does not load, a checkpoint that
+  cannot be read or holds pickled code (never run), a checkpoint URL (mmengine would
+  unpickle the download unsafely: fetch it first), or bad ``--cfg-options`` is one error
+  line (exit status 2);
 - a checkpoint of another model (weight names or shapes that differ from the
   model the config builds) is the same one-line error as ``tools/infer.py``
   gives, where mmseg's tool logs missing/unexpected keys and reports the mIoU
@@ -32,17 +34,17 @@ import vtseg  # noqa: F401,E402 isort: skip  (first: hides known dependency warn
 
 import argparse  # noqa: E402
 import os.path as osp  # noqa: E402
-import sys  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from vtseg.apis import InferenceSetupError, check_config_checkpoint  # noqa: E402
+from vtseg.apis import InferenceSetupError, check_config_checkpoint, check_model_files, load_config  # noqa: E402
 from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
-from vtseg.mm.cli import (add_cfg_options, add_launcher, add_verbosity, apply_verbosity,  # noqa: E402
-                          export_local_rank, merge_cfg_options)
+from vtseg.mm.cli import add_cfg_options, add_launcher, add_verbosity, apply_verbosity, export_local_rank  # noqa: E402
 from vtseg.mm.runtime import finish_distributed_process, leave_process_group, prepare_cpu_distributed  # noqa: E402
 from vtseg.utils.dependency_warnings import filter_known_dependency_logs  # noqa: E402
+from vtseg.utils.errors import exit_with_error  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -101,34 +103,24 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
-def fail(problem: str) -> None:
+def fail(problem: str) -> NoReturn:
     """Exit with one error line (status 2)."""
-    print(f'test.py: error: {problem}', file=sys.stderr)
-    sys.exit(2)
-
-
-def check_inputs(args: argparse.Namespace) -> None:
-    """Exit with one error line (status 2) when the config or checkpoint file is missing."""
-    if not osp.isfile(args.config):
-        fail(f'config file not found: {args.config}')
-    elif '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        fail(f'checkpoint file not found: {args.checkpoint} '
-             '(train one with tools/train.py; checkpoints are WORK_DIR/iter_N.pth)')
+    exit_with_error(__file__, problem)
 
 
 def main() -> None:
     args = parse_args()
     vtseg.mm.allow_mmengine_checkpoints()  # training checkpoints load under torch's weights_only=True
     log_level = apply_verbosity(args)  # first: mmengine warns while it reads a config
-    check_inputs(args)
 
-    # load config
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
+    # load config; a missing file, a URL (mmengine would unpickle a download unsafely) or a
+    # config that does not load is one line
     try:
-        merge_cfg_options(cfg, args.cfg_options)
-    except ValueError as err:
+        check_model_files(args.config, args.checkpoint)
+        cfg = load_config(args.config, args.cfg_options)
+    except InferenceSetupError as err:
         fail(str(err))
+    cfg.launcher = args.launcher
     if log_level is not None:
         cfg.log_level = log_level  # the runner's logger
     if args.tta and ('tta_model' not in cfg or 'tta_pipeline' not in cfg):
@@ -165,7 +157,7 @@ def main() -> None:
         cfg.test_evaluator['keep_results'] = True
 
     try:
-        with explain_unreachable_weights(cfg, args.checkpoint):
+        with explain_unreachable_weights(cfg):
             runner = Runner.from_cfg(cfg)
             filter_known_dependency_logs(runner.logger)  # unless --verbose
             runner.test()

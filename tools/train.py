@@ -5,8 +5,8 @@ Same arguments as mmseg 1.2.2's tool. On top of it:
 - ``import vtseg`` registers VTResNet, VTFPN and VTShapesDataset (configs need no
   ``custom_imports``) and lets ``--resume`` load mmengine checkpoints under
   torch's ``weights_only=True`` loader;
-- a missing config file, bad ``--cfg-options``, or ``--amp`` without a GPU, is
-  one error line (exit status 2), not a traceback;
+- a missing config file, a config that does not load, bad ``--cfg-options``, or
+  ``--amp`` without a GPU, is one error line (exit status 2), not a traceback;
 - a second training in a ``--work-dir`` that a running one uses is refused with
   one line (``WORK_DIR/.train.lock``, see :class:`vtseg.mm.runtime.WorkDirLock`;
   released when the first ends, however it ends), instead of both writing into it;
@@ -38,20 +38,20 @@ import vtseg  # noqa: F401,E402 isort: skip  (first: hides known dependency warn
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import os.path as osp  # noqa: E402
-import sys  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
-from mmengine.config import Config  # noqa: E402
 from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from mmseg.registry import RUNNERS  # noqa: E402
 
+from vtseg.apis import InferenceSetupError, load_config  # noqa: E402
 from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
-from vtseg.mm.cli import (add_cfg_options, add_launcher, add_verbosity, apply_verbosity,  # noqa: E402
-                          export_local_rank, merge_cfg_options)
+from vtseg.mm.cli import add_cfg_options, add_launcher, add_verbosity, apply_verbosity, export_local_rank  # noqa: E402
 from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, finish_distributed_process, launcher_rank,  # noqa: E402
                               leave_process_group, prepare_cpu_distributed)
 from vtseg.utils.dependency_warnings import filter_known_dependency_logs  # noqa: E402
+from vtseg.utils.errors import exit_with_error  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,10 +77,9 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def fail(problem: str) -> None:
+def fail(problem: str) -> NoReturn:
     """Exit with one error line (status 2)."""
-    print(f'train.py: error: {problem}', file=sys.stderr)
-    sys.exit(2)
+    exit_with_error(__file__, problem)
 
 
 def main() -> None:
@@ -97,13 +96,12 @@ def main() -> None:
     if problem:
         fail(problem)
 
-    # load config
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
+    # load config (one line for a config that does not load or a bad --cfg-options)
     try:
-        merge_cfg_options(cfg, args.cfg_options)
-    except ValueError as err:
+        cfg = load_config(args.config, args.cfg_options)
+    except InferenceSetupError as err:
         fail(str(err))
+    cfg.launcher = args.launcher
     if log_level is not None:
         cfg.log_level = log_level  # the runner's logger
 

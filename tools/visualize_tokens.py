@@ -19,7 +19,7 @@ CONFIG is one of
 
 Without CHECKPOINT the weights are random (a warning says so). Classifiers see
 a centre crop of ``--img-size``; segmentors their config's test pipeline.
-Bad arguments print one ``error:`` line and exit with status 2.
+Bad arguments print one ``visualize_tokens.py: error:`` line and exit with status 2.
 """
 import argparse
 import copy
@@ -37,6 +37,7 @@ from vtseg.apis import (InferenceSetupError, build_model, checkpoint_state_dict,
 from vtseg.mm import allow_mmengine_checkpoints
 from vtseg.mm.cli import add_cfg_options
 from vtseg.models import VTResNet, arch_settings
+from vtseg.utils.errors import print_error
 from vtseg.visualization import (IMAGENET_MEAN, IMAGENET_STD, TokenFigure, classifier_inputs, draw_token_attention,
                                  segmentor_inputs, token_maps)
 
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
     try:
         run(args)
     except (UsageError, InferenceSetupError) as e:
-        print(f'error: {e}', file=sys.stderr)
+        print_error(__file__, str(e))
         return 2
     return 0
 

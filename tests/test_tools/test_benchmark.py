@@ -174,10 +174,9 @@ def load_tool(monkeypatch):
 def test_bad_input_is_one_clear_error(args, message, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         load_tool(monkeypatch).main(['--out-dir', str(tmp_path), *args])
-    # argparse errors exit 2 after printing usage; the tool's own errors carry the message
-    text = (capsys.readouterr().err.strip().splitlines()[-1] if exc.value.code == 2
-            else str(exc.value))
-    assert 'error:' in text and message in text and '\n' not in text
+    # argparse's errors and the tool's own: exit status 2, the last line says what is wrong
+    text = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and ': error: ' in text and message in text
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
@@ -185,8 +184,8 @@ def test_bad_input_exits_nonzero_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, 'tools/benchmark.py', '--out-dir', str(tmp_path),
                            '--pairs', 'segmentor', '--baseline-config', 'missing.py'],
                           cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().startswith('error: segmentor config not found: missing.py')
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith('benchmark.py: error: segmentor config not found: missing.py')
     assert '\n' not in proc.stderr.strip() and not list(tmp_path.iterdir())
 
 

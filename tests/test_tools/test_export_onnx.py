@@ -110,12 +110,13 @@ def test_vt_resnet_with_dynamic_batch_and_size(tmp_path):
     (['vt_resnet18', '--checkpoint', 'missing.pth'], 'checkpoint missing.pth not found'),
     (['configs/vt_resnet/vt-resnet18_8xb32_in1k.py'], 'is not an mmseg segmentor config'),
 ])
-def test_bad_input_is_one_clear_error_and_writes_nothing(args, message, tmp_path):
+def test_bad_input_is_one_clear_error_and_writes_nothing(args, message, tmp_path, capsys):
     out = tmp_path / 'm.onnx'
     with pytest.raises(SystemExit) as exc:
         export_tool().main([*args, '--out', str(out)])
-    assert str(exc.value).startswith('error:') and message in str(exc.value)
-    assert '\n' not in str(exc.value)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and err.startswith('export_onnx.py: error:') and message in err
+    assert '\n' not in err
     assert not list(tmp_path.iterdir())
 
 
@@ -127,8 +128,8 @@ def test_wrong_checkpoint_is_refused_by_the_script(tmp_path):
     proc = subprocess.run([sys.executable, 'tools/export_onnx.py', 'vt_resnet18', '--checkpoint',
                            ckpt, '--shape', '32', '--out', str(out)],
                           cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     err = proc.stderr.strip()
-    assert err.startswith(f'error: checkpoint {ckpt} does not fit vt_resnet18: ') and '\n' not in err
+    assert err.startswith(f'export_onnx.py: error: checkpoint {ckpt} does not fit vt_resnet18: ') and '\n' not in err
     assert 'fc.bias: (3,) in the checkpoint, (1000,) in the model' in err
     assert not out.exists()

@@ -19,8 +19,8 @@ def test_bad_input_is_one_line():
     import sys
     for arg in ('no_such_model', 'missing.py'):
         proc = subprocess.run([sys.executable, 'tools/get_flops.py', arg], capture_output=True, text=True)
-        assert proc.returncode != 0
-        assert proc.stderr.strip().startswith('error:') and '\n' not in proc.stderr.strip()
+        assert proc.returncode == 2
+        assert proc.stderr.strip().startswith('get_flops.py: error:') and '\n' not in proc.stderr.strip()
 
 
 def test_exact_counts_are_the_metafile_numbers():

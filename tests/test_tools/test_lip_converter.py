@@ -71,7 +71,7 @@ def fails(lip_root: str, out_dir: str) -> str:
     status, stdout, stderr = run_converter(lip_root, out_dir)
     assert status != 0, stdout
     err = stderr.strip()
-    assert err.startswith('error: ') and '\n' not in err, stderr
+    assert err.startswith('lip.py: error: ') and '\n' not in err, stderr
     return err
 
 
@@ -259,7 +259,7 @@ def test_damaged_zip_entries_are_one_line(tmp_path, damage, reason):
         _patch_central_entry(archive, member, 10, b'\x63\x00')  # method 99 (AES)
     out = str(tmp_path / 'out')
     err = fails(lip, out)
-    assert err.startswith(f'error: cannot read {member} from TrainVal_images.zip (')
+    assert err.startswith(f'lip.py: error: cannot read {member} from TrainVal_images.zip (')
     assert re.search(reason, err), err
     assert err.endswith('the download is damaged: download it again')
     assert not osp.exists(out)  # a failed run leaves no output folder it made
@@ -357,7 +357,7 @@ def test_sigterm_cleans_up_and_sigkill_leftovers_go_on_the_next_run(huge_downloa
     proc = _start_and_wait_for_staging(lip, out)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and stderr.strip() == f'error: interrupted; {out} is as it was before'
+    assert proc.returncode == 130 and stderr.strip() == f'lip.py: error: interrupted; {out} is as it was before'
     assert not osp.exists(out)  # it made the folder, and removed it with its staging folder
 
     proc = _start_and_wait_for_staging(lip, out)

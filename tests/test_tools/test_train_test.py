@@ -59,14 +59,20 @@ def free_port() -> int:
 
 @pytest.mark.parametrize('tool, argv, message', [
     ('train', ['missing.py'], 'config file not found: missing.py'),
-    ('test', ['missing.py', 'x.pth'], 'config file not found: missing.py'),
-    ('test', [CONFIG, 'missing.pth'], 'checkpoint file not found: missing.pth'),
+    ('test', ['missing.py', 'x.pth'], 'config missing.py not found'),
+    ('test', [CONFIG, 'missing.pth'], 'checkpoint missing.pth not found'),
+    ('test', [CONFIG, 'https://example.com/vt-fpn.pth', '--partial-load'],
+     'checkpoint https://example.com/vt-fpn.pth is a URL: vtseg reads checkpoints from local files only'),
+    ('train', ['broken.py'], 'cannot load config broken.py: SyntaxError'),
+    ('test', ['broken.py', CONFIG], 'cannot load config broken.py: SyntaxError'),
     ('test', [CONFIG, CONFIG, '--tta'], '--tta needs tta_model and tta_pipeline'),
     pytest.param('train', [CONFIG, '--amp'], '--amp needs a CUDA (or NPU/MLU) device',
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU runs --amp')),
 ])
-def test_bad_input_is_one_error_line(tool, argv, message, monkeypatch, capsys):
+def test_bad_input_is_one_error_line(tool, argv, message, monkeypatch, capsys, tmp_path):
     main = load_tool(tool).main
+    (tmp_path / 'broken.py').write_text('model = dict(\n')
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, 'argv', [f'{tool}.py', *argv])
     with pytest.raises(SystemExit) as exit_info:
         main()

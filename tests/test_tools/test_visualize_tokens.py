@@ -197,7 +197,7 @@ def test_errors_are_one_line(tool, image, tmp_path, capsys, case):
     if '--out' not in argv:
         argv = [*argv, '--out', out]
     assert tool.main(argv) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('error:')]
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith('visualize_tokens.py: error:')]
     assert len(errors) == 1
     assert re.search(message, errors[0]), errors[0]
     assert 'weights_only=False' not in errors[0] and not (tmp_path / 'PWNED').exists()
@@ -210,7 +210,7 @@ def test_script_exit_status(image, tmp_path):
                            str(tmp_path / 'nope.pth'), '--out', str(tmp_path / 'x.png')],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f'error: checkpoint {tmp_path / "nope.pth"} not found: ' \
-                                                   'pass a .pth file saved by training (e.g. ' \
-                                                   'work_dirs/<config>/iter_1500.pth)'
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f'visualize_tokens.py: error: checkpoint {tmp_path / "nope.pth"} not found: pass a .pth file saved '
+        'by training (e.g. work_dirs/<config>/iter_1500.pth)')
     assert not (tmp_path / 'x.png').exists()

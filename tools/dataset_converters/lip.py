@@ -61,7 +61,7 @@ import numpy as np
 from PIL import Image
 
 from vtseg.apis.io import file_kind, make_dirs, open_regular_file, remove_created_dirs
-from vtseg.utils.errors import one_line
+from vtseg.utils.errors import exit_with_error, one_line
 
 NUM_CLASSES = 20
 IGNORE_INDEX = 255
@@ -459,10 +459,9 @@ def main() -> None:
     try:
         counts = convert(args.lip_path, args.out_dir)
     except LIPError as e:
-        sys.exit(f'error: {one_line(e, 1000)}')
+        exit_with_error(__file__, one_line(e, 1000), status=1)
     except KeyboardInterrupt:
-        print(f'error: interrupted; {args.out_dir} is as it was before', file=sys.stderr)
-        sys.exit(130)
+        exit_with_error(__file__, f'interrupted; {args.out_dir} is as it was before', status=130)
     print(f'LIP: {counts["train"]} train / {counts["val"]} val image/mask pairs '
           f'-> {osp.join(args.out_dir, "{img_dir,ann_dir}")}')
 

@@ -5,11 +5,17 @@ does it for an error raised while reading a checkpoint: torch's ``weights_only``
 loader puts its reason (say, the pickled ``posix.system`` a file refers to) after
 paragraphs of advice to load the file with ``weights_only=False``, which would
 run the code in it. The reason is kept, the advice is dropped.
-"""
-import re
-from typing import Union
 
-__all__ = ['one_line', 'checkpoint_error_reason']
+:func:`print_error` and :func:`exit_with_error` are how every tool reports a problem: one
+``TOOL: error: MESSAGE`` line on stderr, worded as argparse words a usage error, and exit
+status 2 for bad input (as argparse), 1 for a run that failed.
+"""
+import os.path as osp
+import re
+import sys
+from typing import NoReturn, Union
+
+__all__ = ['one_line', 'checkpoint_error_reason', 'print_error', 'exit_with_error']
 
 ERROR_LINE_LIMIT = 400
 _ANSI_ESCAPE = re.compile(r'\x1b\[[0-9;]*m')
@@ -60,3 +66,19 @@ def checkpoint_error_reason(err: BaseException, limit: int = ERROR_LINE_LIMIT) -
                    r'Please file an issue.*?use case:', '', inner, flags=re.S)
     return one_line(ValueError(f"torch's weights_only loader refused it: {' '.join(inner.split())}"),
                     limit)
+
+
+def print_error(tool: str, message: str) -> None:
+    """``TOOL: error: MESSAGE`` on stderr.
+
+    Args:
+        tool: The tool's file (its ``__file__``) or name; its base name is printed.
+        message: What is wrong and what to do, one line (see :func:`one_line`).
+    """
+    print(f'{osp.basename(tool)}: error: {message}', file=sys.stderr, flush=True)
+
+
+def exit_with_error(tool: str, message: str, status: int = 2) -> NoReturn:
+    """:func:`print_error`, then exit with ``status``: 2 for bad input, 1 for a failed run."""
+    print_error(tool, message)
+    sys.exit(status)
