@@ -179,4 +179,5 @@ def test_a_tool_error_is_the_only_line(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'test.py'), 'missing.py', 'x.pth'],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == ['test.py: error: config file not found: missing.py']
+    assert proc.stderr.splitlines() == ['test.py: error: config missing.py not found: pass the config file the '
+                                        'model was trained with']
