@@ -112,6 +112,27 @@ def test_pickled_code_is_refused_whatever_torchs_default(tmp_path, monkeypatch):
     assert '\n' not in str(info.value) and not marker.exists()
 
 
+def test_a_training_checkpoint_on_torch_without_an_allowlist_says_what_to_do(tmp_path, monkeypatch):
+    """torch < 2.4 has no add_safe_globals: mmengine's message-hub state cannot be allowed."""
+    from mmengine.logging import MessageHub
+
+    from vtseg.mm import allow_mmengine_checkpoints
+    hub = MessageHub.get_instance('vtseg-old-torch')
+    hub.update_scalar('train/loss', 0.5)
+    checkpoint = str(tmp_path / 'iter_1.pth')
+    torch.save({'state_dict': {}, 'message_hub': hub.state_dict()}, checkpoint)
+    torch.serialization.clear_safe_globals()
+    try:
+        monkeypatch.delattr(torch.serialization, 'add_safe_globals')
+        with pytest.raises(InferenceSetupError, match=r'cannot read checkpoint .*; torch \S+ cannot allow the '
+                                                      r'training state .* tools/publish_model.py') as info:
+            build_model(VTFPN_CONFIG, checkpoint)
+        assert '\n' not in str(info.value)
+    finally:
+        monkeypatch.undo()
+        allow_mmengine_checkpoints()
+
+
 @pytest.mark.parametrize('url', ['https://example.com/vt-fpn.pth', 'open-mmlab://resnet50_v1c'])
 def test_a_checkpoint_url_is_refused_not_downloaded(url, monkeypatch):
     """mmengine's loaders would unpickle a download with weights_only=False."""

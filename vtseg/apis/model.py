@@ -168,6 +168,9 @@ def read_checkpoint(checkpoint: str) -> Any:
     """Load a local checkpoint file on the CPU with torch's ``weights_only`` loader.
 
     ``weights_only=True`` is passed, not left to torch's default (``False`` before torch 2.6).
+    A training checkpoint (with mmengine's message-hub state) needs torch >= 2.4, whose
+    allowlist :func:`vtseg.mm.allow_mmengine_checkpoints` fills; a published one (weights
+    and meta) loads on any torch.
 
     Raises:
         InferenceSetupError: It is a URL, does not exist, cannot be read, or holds pickled
@@ -178,8 +181,14 @@ def read_checkpoint(checkpoint: str) -> Any:
     try:
         return torch.load(checkpoint, map_location='cpu', weights_only=True)
     except Exception as err:
+        hint = ''
+        if 'Weights only load failed' in str(err) and not hasattr(torch.serialization, 'add_safe_globals'):
+            # no allowlist before torch 2.4: a training checkpoint's message-hub state is refused too
+            hint = (f'; torch {torch.__version__} cannot allow the training state mmengine saves in a '
+                    'checkpoint (torch >= 2.4 can): upgrade torch, or publish the checkpoint (weights '
+                    'and meta only) with tools/publish_model.py where torch >= 2.4')
         raise InferenceSetupError(f'cannot read checkpoint {checkpoint}: '
-                                  f'{checkpoint_error_reason(err, 300)}') from err
+                                  f'{checkpoint_error_reason(err, 300)}{hint}') from err
 
 
 def checkpoint_state_dict(checkpoint: Any, checkpoint_name: str, prefix: str = '') -> Dict[str, Any]:
