@@ -39,7 +39,8 @@ from typing import NoReturn  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from vtseg.apis import InferenceSetupError, check_config_checkpoint, check_model_files, load_config  # noqa: E402
+from vtseg.apis import (InferenceSetupError, check_config_checkpoint, check_model_files, load_config,  # noqa: E402
+                        read_checkpoint)
 from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
 from vtseg.mm.cli import add_cfg_options, add_launcher, add_verbosity, apply_verbosity, export_local_rank  # noqa: E402
 from vtseg.mm.runtime import finish_distributed_process, leave_process_group, prepare_cpu_distributed  # noqa: E402
@@ -126,13 +127,16 @@ def main() -> None:
     if args.tta and ('tta_model' not in cfg or 'tta_pipeline' not in cfg):
         fail(f'--tta needs tta_model and tta_pipeline in the config ({args.config} has no such '
              'settings)')
-    if not args.partial_load:
-        # before the runner: a checkpoint of another model must not produce an mIoU
-        try:
+    # before the runner: a checkpoint of another model must not produce an mIoU, and one that holds
+    # pickled code must not reach mmengine's loader (torch < 2.6 unpickles with weights_only=False)
+    try:
+        if args.partial_load:
+            read_checkpoint(args.checkpoint)
+        else:
             check_config_checkpoint(cfg, args.checkpoint, args.config)
-        except InferenceSetupError as err:
-            hint = '; or pass --partial-load to test it anyway' if 'does not fit' in str(err) else ''
-            fail(f'{err}{hint}')
+    except InferenceSetupError as err:
+        hint = '; or pass --partial-load to test it anyway' if 'does not fit' in str(err) else ''
+        fail(f'{err}{hint}')
     prepare_cpu_distributed(cfg, args.launcher)
 
     # work_dir is determined in this priority: CLI > segment in file > filename
