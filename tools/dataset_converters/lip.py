@@ -459,7 +459,7 @@ def main() -> None:
     try:
         counts = convert(args.lip_path, args.out_dir)
     except LIPError as e:
-        exit_with_error(__file__, one_line(e, 1000), status=1)
+        exit_with_error(__file__, one_line(e, 1000))
     except KeyboardInterrupt:
         exit_with_error(__file__, f'interrupted; {args.out_dir} is as it was before', status=130)
     print(f'LIP: {counts["train"]} train / {counts["val"]} val image/mask pairs '
