@@ -38,6 +38,21 @@ def test_gradcheck_in_float64(num_heads):
     assert torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in tf.parameters()))
 
 
+@pytest.mark.parametrize('layer', ['attention', 'feed-forward'])
+def test_each_half_passes_gradcheck_in_float64(layer):
+    """Eq. 3 and eq. 4 alone, inputs and weights."""
+    torch.manual_seed(0)
+    module = (TokenSelfAttention(channels=6, qk_channels=4, num_heads=2) if layer == 'attention'
+              else TokenFeedForward(channels=6, hidden_channels=5)).double()
+    t = torch.randn(2, 3, 6, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(module, (t,))
+    names = [n for n, _ in module.named_parameters()]
+
+    def of_weights(*weights):
+        return torch.func.functional_call(module, dict(zip(names, weights)), (t.detach(),))
+    assert torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in module.parameters()))
+
+
 def test_default_scale_is_inverse_sqrt_head_width():
     attn = TokenSelfAttention(channels=16, qk_channels=64, num_heads=4)
     assert attn.scale == pytest.approx(16 ** -0.5)

@@ -85,6 +85,22 @@ def test_neck_is_a_drop_in_for_fpn(args):
     assert [m.conv.in_channels for m in extra] == [m.conv.in_channels for m in vt.extra_convs]
 
 
+def test_mm_adapters_pass_gradcheck_in_float64():
+    """The registered neck (ConvModule laterals with GN around the core) and backbone."""
+    torch.manual_seed(0)
+    neck = MODELS.build(dict(type='VTFPN', in_channels=[4, 4], out_channels=4, num_outs=3, num_tokens=2,
+                             token_channels=4, norm_cfg=dict(type='GN', num_groups=2),
+                             act_cfg=dict(type='ReLU'), add_extra_convs='on_output')).double()
+    feats = (torch.randn(1, 4, 4, 4, dtype=torch.double, requires_grad=True),
+             torch.randn(1, 4, 2, 2, dtype=torch.double, requires_grad=True))
+    # fast mode (random projections of the Jacobian), as the core's VT-FPN test
+    assert torch.autograd.gradcheck(lambda *f: neck(list(f)), feats, fast_mode=True)
+    backbone = MODELS.build(dict(type='VTResNet', depth=18, num_tokens=2, token_channels=8,
+                                 out_indices=(3,))).double().eval()  # BN with its running statistics
+    x = torch.randn(1, 3, 32, 32, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda image: backbone(image)[0], (x,), fast_mode=True)
+
+
 def test_neck_loads_a_checkpoint_of_the_previous_layout():
     # the parameter names did not change in the core redesign: these keys are what
     # VT-FPN checkpoints trained before it hold
