@@ -14,6 +14,19 @@ import pytest
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def gradcheck_inputs_and_weights(module, *inputs) -> bool:
+    """``torch.autograd.gradcheck`` of a float64 ``module`` with respect to its inputs (those
+    that require grad), then with respect to all its weights, the inputs held fixed."""
+    import torch
+    assert torch.autograd.gradcheck(module, inputs)
+    names = [name for name, _ in module.named_parameters()]
+    fixed = tuple(x.detach() for x in inputs)
+
+    def of_weights(*weights):
+        return torch.func.functional_call(module, dict(zip(names, weights)), fixed)
+    return torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in module.parameters()))
+
+
 def vtshapes_options(root: str) -> list:
     """``--cfg-options`` that point a VT-Shapes config at ``root`` and keep a run short."""
     return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',

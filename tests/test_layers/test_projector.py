@@ -1,6 +1,7 @@
 import pytest
 import torch
 from layer_testing import as_map, as_pixels
+from vtseg_testing import gradcheck_inputs_and_weights
 
 from vtseg.layers import Projector, record_attention
 from vtseg.utils.complexity import measure
@@ -34,12 +35,7 @@ def test_gradcheck_in_float64():
     proj = Projector(in_channels=5, token_channels=7, qk_channels=3).double()
     x = torch.randn(2, 5, 3, 4, dtype=torch.double, requires_grad=True)
     t = torch.randn(2, 3, 7, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(proj, (x, t))
-    names = [n for n, _ in proj.named_parameters()]
-
-    def of_weights(*weights):
-        return torch.func.functional_call(proj, dict(zip(names, weights)), (x.detach(), t.detach()))
-    assert torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in proj.parameters()))
+    assert gradcheck_inputs_and_weights(proj, x, t)
 
 
 def test_projector_is_pixelwise_and_token_order_free():

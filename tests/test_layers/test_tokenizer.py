@@ -1,6 +1,7 @@
 import pytest
 import torch
 from layer_testing import as_map
+from vtseg_testing import gradcheck_inputs_and_weights
 
 from vtseg.layers import FilterTokenizer, RecurrentTokenizer, record_attention
 
@@ -57,14 +58,7 @@ def test_gradcheck_in_float64(make):
     tok, extra = make()
     tok = tok.double()
     x = torch.randn(2, 6, 3, 4, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, *t: tok(x, *t), (x, *extra))
-    # and with respect to the weights
-    params = tuple(tok.parameters())
-
-    def of_weights(*weights):
-        return torch.func.functional_call(tok, dict(zip([n for n, _ in tok.named_parameters()], weights)),
-                                          (x.detach(), *[t.detach() for t in extra]))
-    assert torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in params))
+    assert gradcheck_inputs_and_weights(tok, x, *extra)
 
 
 @pytest.mark.parametrize('make', [

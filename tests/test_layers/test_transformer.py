@@ -1,5 +1,6 @@
 import pytest
 import torch
+from vtseg_testing import gradcheck_inputs_and_weights
 
 from vtseg.layers import TokenFeedForward, TokenSelfAttention, TokenTransformer, record_attention
 
@@ -30,12 +31,7 @@ def test_gradcheck_in_float64(num_heads):
     torch.manual_seed(0)
     tf = TokenTransformer(channels=6, qk_channels=4, hidden_channels=5, num_heads=num_heads).double()
     t = torch.randn(2, 3, 6, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(tf, (t,))
-    names = [n for n, _ in tf.named_parameters()]
-
-    def of_weights(*weights):
-        return torch.func.functional_call(tf, dict(zip(names, weights)), (t.detach(),))
-    assert torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in tf.parameters()))
+    assert gradcheck_inputs_and_weights(tf, t)
 
 
 @pytest.mark.parametrize('layer', ['attention', 'feed-forward'])
@@ -45,12 +41,7 @@ def test_each_half_passes_gradcheck_in_float64(layer):
     module = (TokenSelfAttention(channels=6, qk_channels=4, num_heads=2) if layer == 'attention'
               else TokenFeedForward(channels=6, hidden_channels=5)).double()
     t = torch.randn(2, 3, 6, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(module, (t,))
-    names = [n for n, _ in module.named_parameters()]
-
-    def of_weights(*weights):
-        return torch.func.functional_call(module, dict(zip(names, weights)), (t.detach(),))
-    assert torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in module.parameters()))
+    assert gradcheck_inputs_and_weights(module, t)
 
 
 def test_default_scale_is_inverse_sqrt_head_width():
