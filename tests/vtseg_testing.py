@@ -27,6 +27,33 @@ def gradcheck_inputs_and_weights(module, *inputs) -> bool:
     return torch.autograd.gradcheck(of_weights, tuple(p.detach().requires_grad_() for p in module.parameters()))
 
 
+class PickledCommand:
+    """Unpickled, it runs ``touch MARKER``: what a checkpoint must never get to do."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def save_pickled_code_checkpoint(path, marker) -> str:
+    """A checkpoint at ``path`` whose ``state_dict`` is a :class:`PickledCommand`; returns ``path``."""
+    import torch
+    torch.save({'state_dict': PickledCommand(marker)}, str(path))
+    return str(path)
+
+
+def make_torch_load_unsafe_by_default(monkeypatch) -> None:
+    """``torch.load`` as before torch 2.6: ``weights_only=False`` unless the caller passes it."""
+    import torch
+    torch_load = torch.load
+
+    def old_default_load(*args, weights_only=False, **kwargs):
+        return torch_load(*args, weights_only=weights_only, **kwargs)
+    monkeypatch.setattr(torch, 'load', old_default_load)
+
+
 def vtshapes_options(root: str) -> list:
     """``--cfg-options`` that point a VT-Shapes config at ``root`` and keep a run short."""
     return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',

@@ -46,7 +46,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from typing import NoReturn, Optional  # noqa: E402
+from typing import Optional  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -105,20 +105,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def fail(message: str, status: int = 2) -> NoReturn:
-    """One error line on stderr; exit status 2 for bad input, 1 for a failed run."""
-    exit_with_error(__file__, message, status)
-
-
 def setup_device(args: argparse.Namespace) -> torch.device:
     try:
         device = torch.device(args.device)
     except RuntimeError:
         device = None
     if device is None or device.type not in ('cpu', 'cuda'):
-        fail(f'--device {args.device!r}: only cpu and cuda[:i] are supported')
+        exit_with_error(__file__, f'--device {args.device!r}: only cpu and cuda[:i] are supported')
     if device.type == 'cuda' and not torch.cuda.is_available():
-        fail('--device cuda was asked for but torch sees no CUDA device; use --device cpu')
+        exit_with_error(__file__, '--device cuda was asked for but torch sees no CUDA device; use --device cpu')
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     return device
 
@@ -134,7 +129,7 @@ def build(args: argparse.Namespace, spec: PairSpec, side: str, device: torch.dev
         return build_side(spec, side, device, segmentor_configs=configs,
                           num_classes=args.num_classes)
     except InferenceSetupError as e:
-        fail(f'{e}; pass --vt-config / --baseline-config (run from the repository root)')
+        exit_with_error(__file__, f'{e}; pass --vt-config / --baseline-config (run from the repository root)')
 
 
 def memory_probe(args: argparse.Namespace) -> None:
@@ -170,7 +165,8 @@ def run_pair_in_child(args: argparse.Namespace, name: str, tmp: str) -> dict:
            *forwarded_args(args)]
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
     if proc.returncode != 0 or not osp.isfile(out):
-        fail(f'pair {name} failed in its process (exit status {proc.returncode}; its error is above)', status=1)
+        exit_with_error(__file__, f'pair {name} failed in its process (exit status {proc.returncode}; '
+                                  'its error is above)', status=1)
     with open(out) as f:
         return json.load(f)
 
@@ -195,7 +191,7 @@ def probe_memory(args: argparse.Namespace, name: str) -> dict:
         stdout, stderr = proc.communicate()
         if proc.returncode != 0:
             tail = (stderr.strip().splitlines() or ['(no output)'])[-1]
-            fail(f'memory probe of {name}:{side} failed: {tail}', status=1)
+            exit_with_error(__file__, f'memory probe of {name}:{side} failed: {tail}', status=1)
         results[side] = json.loads(stdout.strip().splitlines()[-1])
     return results
 
@@ -286,13 +282,13 @@ def main(argv: Optional[list] = None) -> None:
         from importlib.util import find_spec
         missing = [m for m in ('onnx', 'onnxruntime') if find_spec(m) is None]
         if missing:
-            fail(f'--onnx needs {" and ".join(missing)}: pip install -e \'.[onnx]\' '
-                 "(or pip install onnx onnxruntime 'numpy<2')")
+            exit_with_error(__file__, f'--onnx needs {" and ".join(missing)}: pip install -e \'.[onnx]\' '
+                                      "(or pip install onnx onnxruntime 'numpy<2')")
     if any(PAIRS[p].kind == 'segmentor' for p in args.pairs):
         for path in (args.vt_config, args.baseline_config):
             if not osp.isfile(path):
-                fail(f'segmentor config not found: {path}; pass --vt-config / --baseline-config '
-                     '(paths are relative to the current folder)')
+                exit_with_error(__file__, f'segmentor config not found: {path}; pass --vt-config / --baseline-config '
+                                          '(paths are relative to the current folder)')
     if args.pair_out:  # a child of the process below: one pair, its JSON to a file
         with tempfile.TemporaryDirectory() as tmp:
             result = run_pair(args, args.pairs[0], device, tmp)

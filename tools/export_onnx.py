@@ -18,7 +18,7 @@ import argparse
 import os.path as osp
 import sys
 from importlib.util import find_spec
-from typing import NoReturn, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -58,26 +58,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def fail(message: str, status: int = 2) -> NoReturn:
-    """One error line on stderr; exit status 2 for bad input, 1 for a failed run."""
-    exit_with_error(__file__, message, status)
-
-
 def build(args: argparse.Namespace) -> Tuple[nn.Module, str, bool]:
     """(module to export, display name, is_segmentor), weights from ``--checkpoint`` if given."""
     if args.model.endswith('.py'):
         cfg = load_config(args.model)
         model_type = cfg.model.get('type')
         if model_type not in ('EncoderDecoder', 'CascadeEncoderDecoder'):
-            fail(f'{args.model} is not an mmseg segmentor config (model type {model_type!r}); '
-                 f'classifiers export by name: {", ".join(CLASSIFIERS)}')
+            exit_with_error(__file__, f'{args.model} is not an mmseg segmentor config (model type {model_type!r}); '
+                                      f'classifiers export by name: {", ".join(CLASSIFIERS)}')
         options = {} if args.num_classes is None else {'model.decode_head.num_classes': args.num_classes}
         # SyncBN, which has no ONNX form, is BN in the built model
         model = build_model(cfg, args.checkpoint, cfg_options=options)
         return SegmentorLogits(model), osp.splitext(osp.basename(args.model))[0], True
     if args.model not in CLASSIFIERS:
-        fail(f'unknown model {args.model!r}: give a segmentor config (.py) or one of '
-             f'{", ".join(CLASSIFIERS)}')
+        exit_with_error(__file__, f'unknown model {args.model!r}: give a segmentor config (.py) or one of '
+                                  f'{", ".join(CLASSIFIERS)}')
     import vtseg.models
     model = getattr(vtseg.models, args.model)(num_classes=args.num_classes or 1000)
     if args.checkpoint is not None:
@@ -88,23 +83,23 @@ def build(args: argparse.Namespace) -> Tuple[nn.Module, str, bool]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if find_spec('onnx') is None:
-        fail("onnx is not installed: pip install -e '.[onnx]' "
-             "(or pip install onnx onnxruntime 'numpy<2')")
+        exit_with_error(__file__, "onnx is not installed: pip install -e '.[onnx]' "
+                                  "(or pip install onnx onnxruntime 'numpy<2')")
     verify = not args.no_verify
     if verify and find_spec('onnxruntime') is None:
-        fail("onnxruntime is not installed (pip install onnxruntime 'numpy<2'), "
-             'or pass --no-verify')
+        exit_with_error(__file__, "onnxruntime is not installed (pip install onnxruntime 'numpy<2'), "
+                                  'or pass --no-verify')
     allow_mmengine_checkpoints()  # training checkpoints (with message-hub state) load under weights_only
     try:
         model, name, segmentor = build(args)
     except InferenceSetupError as err:
-        fail(str(err))
+        exit_with_error(__file__, str(err))
     model.eval()
     shape = args.shape or [512 if segmentor else 224]
     h, w = (shape * 2)[:2]
     out = args.out or osp.join('work_dirs', 'onnx', f'{name}_{h}x{w}.onnx')
     if segmentor and args.dynamic:
-        fail('--dynamic is for classifiers; a segmentor graph is exported for one input size')
+        exit_with_error(__file__, '--dynamic is for classifiers; a segmentor graph is exported for one input size')
     output_name = 'seg_logits' if segmentor else 'logits'
     dynamic = ({'input': {0: 'batch', 2: 'height', 3: 'width'}, output_name: {0: 'batch'}}
                if args.dynamic else None)
@@ -130,9 +125,9 @@ def main(argv=None) -> None:
         limit = args.atol * max(1.0, scale)
         shape_str = 'x'.join(map(str, inp.shape))
         if diff > limit:
-            fail(f'onnxruntime output differs from PyTorch by {diff:.3g} > {limit:.3g} '
-                 f'(--atol {args.atol:g} x max(1, max|output| = {scale:.3g})) '
-                 f'on a {shape_str} input', status=1)
+            exit_with_error(__file__, f'onnxruntime output differs from PyTorch by {diff:.3g} > {limit:.3g} '
+                                      f'(--atol {args.atol:g} x max(1, max|output| = {scale:.3g})) '
+                                      f'on a {shape_str} input', status=1)
         print(f'{name}: onnxruntime matches PyTorch on a {shape_str} input: max |diff| {diff:.2e} '
               f'<= {limit:.2e} (--atol {args.atol:g} x max(1, max|output| = {scale:.3g}))')
 

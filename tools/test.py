@@ -33,18 +33,16 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import vtseg  # noqa: F401,E402 isort: skip  (first: hides known dependency warnings, registers modules)
 
 import argparse  # noqa: E402
-import os.path as osp  # noqa: E402
-from typing import NoReturn  # noqa: E402
 
 from mmengine.config import Config  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 from vtseg.apis import (InferenceSetupError, check_config_checkpoint, check_model_files, load_config,  # noqa: E402
                         read_checkpoint)
 from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
-from vtseg.mm.cli import add_cfg_options, add_launcher, add_verbosity, apply_verbosity, export_local_rank  # noqa: E402
-from vtseg.mm.runtime import finish_distributed_process, leave_process_group, prepare_cpu_distributed  # noqa: E402
-from vtseg.utils.dependency_warnings import filter_known_dependency_logs  # noqa: E402
+from vtseg.mm.cli import (add_cfg_options, add_launcher, add_verbosity, apply_runner_args,  # noqa: E402
+                          apply_verbosity, export_local_rank)
+from vtseg.mm.runtime import (build_runner, finish_distributed_process, leave_process_group,  # noqa: E402
+                              prepare_cpu_distributed)
 from vtseg.utils.errors import exit_with_error  # noqa: E402
 
 
@@ -104,11 +102,6 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
-def fail(problem: str) -> NoReturn:
-    """Exit with one error line (status 2)."""
-    exit_with_error(__file__, problem)
-
-
 def main() -> None:
     args = parse_args()
     vtseg.mm.allow_mmengine_checkpoints()  # training checkpoints load under torch's weights_only=True
@@ -120,13 +113,11 @@ def main() -> None:
         check_model_files(args.config, args.checkpoint)
         cfg = load_config(args.config, args.cfg_options)
     except InferenceSetupError as err:
-        fail(str(err))
-    cfg.launcher = args.launcher
-    if log_level is not None:
-        cfg.log_level = log_level  # the runner's logger
+        exit_with_error(__file__, str(err))
+    apply_runner_args(cfg, args, log_level)  # launcher, work dir (CLI > config > file name), log level
     if args.tta and ('tta_model' not in cfg or 'tta_pipeline' not in cfg):
-        fail(f'--tta needs tta_model and tta_pipeline in the config ({args.config} has no such '
-             'settings)')
+        exit_with_error(__file__, f'--tta needs tta_model and tta_pipeline in the config ({args.config} '
+                        'has no such settings)')
     # before the runner: a checkpoint of another model must not produce an mIoU, and one that holds
     # pickled code must not reach mmengine's loader (torch < 2.6 unpickles with weights_only=False)
     try:
@@ -136,14 +127,8 @@ def main() -> None:
             check_config_checkpoint(cfg, args.checkpoint, args.config)
     except InferenceSetupError as err:
         hint = '; or pass --partial-load to test it anyway' if 'does not fit' in str(err) else ''
-        fail(f'{err}{hint}')
+        exit_with_error(__file__, f'{err}{hint}')
     prepare_cpu_distributed(cfg, args.launcher)
-
-    # work_dir is determined in this priority: CLI > segment in file > filename
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
 
@@ -162,11 +147,9 @@ def main() -> None:
 
     try:
         with explain_unreachable_weights(cfg):
-            runner = Runner.from_cfg(cfg)
-            filter_known_dependency_logs(runner.logger)  # unless --verbose
-            runner.test()
+            build_runner(cfg).test()
     except PretrainedWeightsUnavailable as err:
-        fail(str(err))
+        exit_with_error(__file__, str(err))
     leave_process_group()
 
 

@@ -38,19 +38,16 @@ import vtseg  # noqa: F401,E402 isort: skip  (first: hides known dependency warn
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import os.path as osp  # noqa: E402
-from typing import NoReturn  # noqa: E402
 
 from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-from mmseg.registry import RUNNERS  # noqa: E402
 
 from vtseg.apis import InferenceSetupError, load_config  # noqa: E402
 from vtseg.mm.checkpoint import PretrainedWeightsUnavailable, explain_unreachable_weights  # noqa: E402
-from vtseg.mm.cli import add_cfg_options, add_launcher, add_verbosity, apply_verbosity, export_local_rank  # noqa: E402
-from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, finish_distributed_process, launcher_rank,  # noqa: E402
-                              leave_process_group, prepare_cpu_distributed)
-from vtseg.utils.dependency_warnings import filter_known_dependency_logs  # noqa: E402
+from vtseg.mm.cli import (add_cfg_options, add_launcher, add_verbosity, apply_runner_args,  # noqa: E402
+                          apply_verbosity, export_local_rank)
+from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, build_runner, finish_distributed_process,  # noqa: E402
+                              launcher_rank, leave_process_group, prepare_cpu_distributed)
 from vtseg.utils.errors import exit_with_error  # noqa: E402
 
 
@@ -77,11 +74,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def fail(problem: str) -> NoReturn:
-    """Exit with one error line (status 2)."""
-    exit_with_error(__file__, problem)
-
-
 def main() -> None:
     args = parse_args()
     vtseg.mm.allow_mmengine_checkpoints()  # training checkpoints load under torch's weights_only=True
@@ -94,22 +86,14 @@ def main() -> None:
         # mmengine's AmpOptimWrapper asserts the same, with a traceback.
         problem = '--amp needs a CUDA (or NPU/MLU) device; drop it to train on the CPU'
     if problem:
-        fail(problem)
+        exit_with_error(__file__, problem)
 
     # load config (one line for a config that does not load or a bad --cfg-options)
     try:
         cfg = load_config(args.config, args.cfg_options)
     except InferenceSetupError as err:
-        fail(str(err))
-    cfg.launcher = args.launcher
-    if log_level is not None:
-        cfg.log_level = log_level  # the runner's logger
-
-    # work_dir is determined in this priority: CLI > segment in file > filename
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+        exit_with_error(__file__, str(err))
+    apply_runner_args(cfg, args, log_level)  # launcher, work dir (CLI > config > file name), log level
 
     # One training per work dir: rank 0 holds the lock until this process ends.
     work_dir_lock = None
@@ -117,8 +101,8 @@ def main() -> None:
         try:
             work_dir_lock = WorkDirLock(cfg.work_dir).acquire()
         except (WorkDirBusyError, OSError) as err:
-            fail(str(err) if isinstance(err, WorkDirBusyError) else
-                 f'cannot use work dir {cfg.work_dir} ({err.strerror}): pass another --work-dir')
+            exit_with_error(__file__, str(err) if isinstance(err, WorkDirBusyError) else
+                            f'cannot use work dir {cfg.work_dir} ({err.strerror}): pass another --work-dir')
     prepare_cpu_distributed(cfg, args.launcher)
 
     # enable automatic-mixed-precision training
@@ -141,16 +125,9 @@ def main() -> None:
 
     try:
         with explain_unreachable_weights(cfg):
-            # build the runner from config
-            if 'runner_type' not in cfg:
-                runner = Runner.from_cfg(cfg)
-            else:
-                runner = RUNNERS.build(cfg)
-            filter_known_dependency_logs(runner.logger)  # unless --verbose
-
-            runner.train()
+            build_runner(cfg).train()
     except PretrainedWeightsUnavailable as err:
-        fail(str(err))
+        exit_with_error(__file__, str(err))
     leave_process_group()
     if work_dir_lock is not None:
         work_dir_lock.release()

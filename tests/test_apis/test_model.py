@@ -1,11 +1,11 @@
 """build_model / load_weights: every tool's way to a model, with or without a checkpoint."""
-import os
 import os.path as osp
 import urllib.request
 
 import pytest
 import torch
 from inference_helpers import DATASET_META, FPN_CONFIG, REPO, VTFPN_CONFIG, save_test_checkpoint
+from vtseg_testing import make_torch_load_unsafe_by_default, save_pickled_code_checkpoint
 
 from vtseg.apis import (CheckpointMismatchError, InferenceSetupError, build_model, inference_pipeline, load_config,
                         load_weights)
@@ -89,24 +89,11 @@ def test_setup_errors_are_one_line(tmp_path, case):
     assert '\n' not in str(info.value)
 
 
-class _Exploit:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
-
-
 def test_pickled_code_is_refused_whatever_torchs_default(tmp_path, monkeypatch):
     """torch < 2.6 loads with weights_only=False by default; the checkpoint is still not run."""
     marker = tmp_path / 'PWNED'
-    checkpoint = str(tmp_path / 'evil.pth')
-    torch.save({'state_dict': {}, 'payload': _Exploit(str(marker))}, checkpoint)
-    torch_load = torch.load
-
-    def old_default_load(*args, weights_only=False, **kwargs):
-        return torch_load(*args, weights_only=weights_only, **kwargs)
-    monkeypatch.setattr(torch, 'load', old_default_load)
+    checkpoint = save_pickled_code_checkpoint(tmp_path / 'evil.pth', marker)
+    make_torch_load_unsafe_by_default(monkeypatch)
     with pytest.raises(InferenceSetupError, match='pickled reference to (posix|os).system') as info:
         build_model(VTFPN_CONFIG, checkpoint)
     assert '\n' not in str(info.value) and not marker.exists()

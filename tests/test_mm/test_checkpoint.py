@@ -5,8 +5,10 @@ import pickle
 import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
+from vtseg_testing import make_torch_load_unsafe_by_default, save_pickled_code_checkpoint
 
 import vtseg  # noqa: F401  (allowlists the mmengine checkpoint types)
+from vtseg.mm.checkpoint import load_checkpoint_file, publish_checkpoint
 
 
 def test_message_hub_state_round_trips_with_weights_only(tmp_path):
@@ -18,18 +20,34 @@ def test_message_hub_state_round_trips_with_weights_only(tmp_path):
     loaded = torch.load(path, weights_only=True)
     buf = loaded['message_hub']['log_scalars']['train/loss']
     assert isinstance(buf, HistoryBuffer) and buf.mean() == pytest.approx(0.375)
-
-
-class _Exploit:
-    def __reduce__(self):
-        return os.system, ('echo pwned',)
+    assert torch.equal(load_checkpoint_file(str(path))['state_dict']['w'], torch.ones(2))
 
 
 def test_pickled_code_is_still_refused(tmp_path):
-    path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {}, 'payload': _Exploit()}, path)
+    path = save_pickled_code_checkpoint(tmp_path / 'evil.pth', tmp_path / 'PWNED')
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
+    assert not (tmp_path / 'PWNED').exists()
+
+
+def test_checkpoint_files_are_read_safely_whatever_torchs_default(tmp_path, monkeypatch):
+    """The one reader (inference, test.py, publishing) passes weights_only=True itself: torch < 2.6
+    defaults to False, and would run the file's code."""
+    marker = tmp_path / 'PWNED'
+    path = save_pickled_code_checkpoint(tmp_path / 'evil.pth', marker)
+    make_torch_load_unsafe_by_default(monkeypatch)
+    refused = r'cannot read checkpoint \S*evil\.pth: it holds a pickled reference to (posix|os)\.system'
+    with pytest.raises(ValueError, match=refused) as info:
+        load_checkpoint_file(path)
+    assert '\n' not in str(info.value)
+    with pytest.raises(ValueError, match=refused):
+        publish_checkpoint(path, str(tmp_path / 'published.pth'))
+    assert not marker.exists() and not list(tmp_path.glob('*published*'))
+
+    (tmp_path / 'notes.pth').write_text('not a checkpoint')
+    with pytest.raises(ValueError, match=r'cannot read checkpoint \S*notes\.pth: ') as info:
+        load_checkpoint_file(str(tmp_path / 'notes.pth'))
+    assert '\n' not in str(info.value)
 
 
 def test_getattr_is_limited_to_history_buffer_methods(tmp_path):
@@ -56,7 +74,9 @@ LIP_CONFIGS = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'li
 def test_unreachable_weights_become_one_line(config, key, reference, url_start, tmp_path, monkeypatch):
     import socket
     from urllib.error import URLError
+
     from mmengine.config import Config
+
     from vtseg.mm.checkpoint import (PretrainedWeightsUnavailable, explain_unreachable_weights, remote_weights,
                                      weights_url)
     from vtseg.mm.cli import merge_cfg_options

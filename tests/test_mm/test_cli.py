@@ -8,8 +8,8 @@ import pytest
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
-from vtseg.mm.cli import (add_cfg_options, add_launcher, add_verbosity, apply_verbosity, export_local_rank,
-                          merge_cfg_options, set_log_level)
+from vtseg.mm.cli import (add_cfg_options, add_launcher, add_verbosity, apply_runner_args, apply_verbosity,
+                          export_local_rank, merge_cfg_options, set_log_level)
 from vtseg.utils.dependency_warnings import filter_known_dependency_logs, hide_known_dependency_warnings
 
 _names = count()  # MMLogger instances are unique by name
@@ -70,6 +70,26 @@ def test_merge_refuses_replacing_a_section_by_a_value():
     assert cfg.model.backbone.init_cfg is None and cfg.model.backbone.depth == 18
     assert cfg.crop_size == (32, 32) and cfg.model.new.a == 1
     merge_cfg_options(cfg, None)  # no options: nothing to do
+
+
+def test_runner_args_go_into_the_config_as_mmsegs_tools_put_them():
+    p = parser()
+    p.add_argument('config')
+    p.add_argument('--work-dir')
+    args = p.parse_args(['configs/lip/vt-fpn_r50_8xb12-50k_lip-473x473.py', '--launcher', 'pytorch'])
+    cfg = Config(dict(log_level='INFO'))
+    apply_runner_args(cfg, args)
+    # no --work-dir and none in the config: ./work_dirs/<config file name>
+    assert cfg.work_dir == os.path.join('./work_dirs', 'vt-fpn_r50_8xb12-50k_lip-473x473')
+    assert cfg.launcher == 'pytorch' and cfg.log_level == 'INFO'  # no level asked for: the config's
+
+    cfg = Config(dict(work_dir='runs/from_config', log_level='INFO'))
+    apply_runner_args(cfg, args, 'WARNING')
+    assert cfg.work_dir == 'runs/from_config' and cfg.log_level == 'WARNING'
+
+    args = p.parse_args(['any.py', '--work-dir', 'runs/from_cli'])
+    apply_runner_args(cfg, args)
+    assert cfg.work_dir == 'runs/from_cli' and cfg.launcher == 'none'
 
 
 def test_verbosity_arguments():

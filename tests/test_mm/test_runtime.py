@@ -9,8 +9,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, launcher_rank, leave_process_group,
+from vtseg.mm.runtime import (WorkDirBusyError, WorkDirLock, build_runner, launcher_rank, leave_process_group,
                               prepare_cpu_distributed)
+from vtseg.utils.dependency_warnings import filter_known_dependency_logs
 
 GPU_CFG = dict(
     env_cfg=dict(cudnn_benchmark=True, dist_cfg=dict(backend='nccl', timeout=60)),
@@ -62,6 +63,33 @@ def test_custom_model_wrapper_is_kept(no_cuda):
     cfg = Config(dict(model=dict(), model_wrapper_cfg=copy.deepcopy(wrapper)))
     prepare_cpu_distributed(cfg, 'slurm')
     assert cfg.model_wrapper_cfg == wrapper
+
+
+def test_build_runner_builds_the_runner_type_a_config_names():
+    """As mmseg's tools: ``runner_type`` picks a registered runner (``Runner`` without one, which the
+    train/test tool tests run); its logger loses the known harmless lines as any other."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    from mmseg.registry import RUNNERS
+
+    class ConfigNamedRunner:
+        built_from = []
+
+        def __init__(self) -> None:
+            self.logger = MMLogger.get_instance('vtseg-test-config-named-runner')
+
+        @classmethod
+        def from_cfg(cls, cfg: Config) -> 'ConfigNamedRunner':
+            cls.built_from.append(cfg)
+            return cls()
+
+    RUNNERS.register_module(name='VTSegTestConfigNamedRunner', module=ConfigNamedRunner, force=True)
+    runner = build_runner(Config(dict(runner_type='VTSegTestConfigNamedRunner', work_dir='w')))
+    assert isinstance(runner, ConfigNamedRunner)
+    assert [cfg.work_dir for cfg in ConfigNamedRunner.built_from] == ['w']
+    filtered = filter_known_dependency_logs(logging.getLogger('vtseg-test-control'))
+    assert bool(runner.logger.filters) == filtered
 
 
 def test_leave_process_group(tmp_path):

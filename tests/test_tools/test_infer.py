@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vtseg_testing import assert_says, kill_loader_workers_at, read, section
+from vtseg_testing import assert_says, kill_loader_workers_at, read, save_pickled_code_checkpoint, section
 
 from vtseg.apis import SegInferencer, load_image, vis_scale
 from vtseg.datasets import VTSHAPES_CLASSES, VTSHAPES_PALETTE
@@ -364,11 +364,7 @@ def test_hostile_arguments_are_one_line_before_any_work(case, message, infer_too
     elif case.startswith('cfg-options'):
         extra = ['--cfg-options', 'model=3']
     elif case == 'pickled code':
-        class Evil:
-            def __reduce__(self):
-                return os.system, ('touch ' + str(tmp_path / 'PWNED'),)
-        ckpt = str(tmp_path / 'evil.pth')
-        torch.save({'state_dict': Evil()}, ckpt)
+        ckpt = save_pickled_code_checkpoint(tmp_path / 'evil.pth', tmp_path / 'PWNED')
     assert infer_tool.main([real_folder, CONFIG, ckpt, '--out-dir', out, *extra]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()

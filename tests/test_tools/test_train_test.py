@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from vtseg_testing import REPO, run_tool, vtshapes_options
+from vtseg_testing import REPO, run_tool, save_pickled_code_checkpoint, vtshapes_options
 
 import vtseg  # noqa: F401  (the checkpoints below load under weights_only=True through it)
 
@@ -239,14 +239,6 @@ def _save_model(config: str, path: str) -> str:
     return path
 
 
-class _PickledCode:
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
-
-
 @pytest.mark.parametrize('case', ['another model', 'pickled code', 'pickled code, --partial-load',
                                   'cfg-options model=3'])
 def test_test_refuses_what_does_not_fit_in_one_line(case, tmp_path, monkeypatch, capsys):
@@ -257,7 +249,7 @@ def test_test_refuses_what_does_not_fit_in_one_line(case, tmp_path, monkeypatch,
         message = (r'checkpoint \S*c\.pth does not fit config \S*vt-fpn_r18\S*: \d+ model weights are '
                    r'not in it .*; pass the config it was trained with; or pass --partial-load')
     elif case.startswith('pickled code'):  # --partial-load too: mmengine's loader must not get it
-        torch.save({'state_dict': _PickledCode(str(tmp_path / 'PWNED'))}, checkpoint)
+        save_pickled_code_checkpoint(checkpoint, tmp_path / 'PWNED')
         message = r'cannot read checkpoint \S*c\.pth: it holds a pickled reference to (posix|os)\.system'
         extra = ['--partial-load'] if case.endswith('--partial-load') else []
     else:

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from vtseg_testing import save_pickled_code_checkpoint
 
 from vtseg.apis import CheckpointMismatchError
 
@@ -153,14 +154,6 @@ def write(path, data: bytes) -> str:
     return str(path)
 
 
-class PickledCode:
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
-
-
 @pytest.mark.parametrize('case', ['missing image', 'unreadable image', 'missing config',
                                   'bad config', 'missing checkpoint', 'corrupt checkpoint',
                                   'foreign checkpoint', 'not png', 'no tokens', 'tpu device',
@@ -193,7 +186,7 @@ def test_errors_are_one_line(tool, image, tmp_path, capsys, case):
     }
     argv, message = args[case]
     torch.save({'conv.weight': torch.zeros(1)}, str(tmp_path / 'other.pth'))
-    torch.save({'state_dict': PickledCode(str(tmp_path / 'PWNED'))}, str(tmp_path / 'evil.pth'))
+    save_pickled_code_checkpoint(tmp_path / 'evil.pth', tmp_path / 'PWNED')
     if '--out' not in argv:
         argv = [*argv, '--out', out]
     assert tool.main(argv) == 2

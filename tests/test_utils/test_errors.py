@@ -1,23 +1,15 @@
 """One-line error messages, and checkpoint errors without torch's unsafe-loading advice."""
 import fractions
-import os
 
 import pytest
 import torch
+from vtseg_testing import PickledCommand
 
 import vtseg  # noqa: F401  (the loader allowlists exactly what mmengine checkpoints hold)
-from vtseg.utils.errors import checkpoint_error_reason, one_line
+from vtseg.utils.errors import checkpoint_error_reason, exit_with_error, one_line, print_error
 
 ADVICE = ('weights_only=False', 'set to `False`', 'Re-running', 'add_safe_globals', 'safe_globals',
           'trust', 'file an issue')
-
-
-class PickledCode:
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
 
 
 def _load_error(path) -> Exception:
@@ -27,7 +19,7 @@ def _load_error(path) -> Exception:
 
 
 @pytest.mark.parametrize('payload, refused', [
-    (lambda tmp: PickledCode(str(tmp / 'PWNED')), r'(posix|os)\.system'),
+    (lambda tmp: PickledCommand(tmp / 'PWNED'), r'(posix|os)\.system'),
     (lambda tmp: fractions.Fraction(1, 3), r'fractions\.Fraction'),
 ])
 def test_refused_checkpoints_name_what_they_hold_not_how_to_load_them(tmp_path, payload, refused):
@@ -58,3 +50,15 @@ def test_one_line_collapses_escapes_and_cuts():
     assert len(flood) == 100 and flood.endswith('...') and '\x00' not in flood
     assert flood.startswith('id \\x00\\x00')
     assert one_line('a name\nwith a newline', 9) == 'a name...'
+
+
+def test_tools_report_one_line_whatever_the_message_holds(capsys):
+    """The message is usually one line already; one from a dependency's exception may not be."""
+    print_error('/repo/tools/infer.py', 'cannot read image a.jpg:\n  libjpeg said\x1b[31m no')
+    assert capsys.readouterr().err == 'infer.py: error: cannot read image a.jpg: libjpeg said\\x1b[31m no\n'
+    with pytest.raises(SystemExit) as info:
+        exit_with_error('train.py', 'training failed', status=1)
+    assert info.value.code == 1 and capsys.readouterr().err == 'train.py: error: training failed\n'
+    long = 'x' * 1000  # a long message (a list of mismatched weights) is not cut
+    print_error('test.py', long)
+    assert capsys.readouterr().err == f'test.py: error: {long}\n'

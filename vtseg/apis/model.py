@@ -37,9 +37,9 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import load_state_dict
 
-from vtseg.mm.checkpoint import remote_weights
+from vtseg.mm.checkpoint import load_checkpoint_file, remote_weights
 from vtseg.mm.cli import merge_cfg_options
-from vtseg.utils.errors import checkpoint_error_reason, one_line
+from vtseg.utils.errors import one_line
 
 __all__ = [
     'InferenceSetupError', 'CheckpointMismatchError', 'resolve_device', 'check_model_files',
@@ -165,12 +165,9 @@ def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = 
 
 
 def read_checkpoint(checkpoint: str) -> Any:
-    """Load a local checkpoint file on the CPU with torch's ``weights_only`` loader.
-
-    ``weights_only=True`` is passed, not left to torch's default (``False`` before torch 2.6).
-    A training checkpoint (with mmengine's message-hub state) needs torch >= 2.4, whose
-    allowlist :func:`vtseg.mm.allow_mmengine_checkpoints` fills; a published one (weights
-    and meta) loads on any torch.
+    """Load a local checkpoint file on the CPU with torch's ``weights_only`` loader
+    (:func:`vtseg.mm.checkpoint.load_checkpoint_file`: always ``weights_only=True``; a training
+    checkpoint needs torch >= 2.4, a published one loads on any torch).
 
     Raises:
         InferenceSetupError: It is a URL, does not exist, cannot be read, or holds pickled
@@ -179,16 +176,9 @@ def read_checkpoint(checkpoint: str) -> Any:
     """
     _check_checkpoint_file(checkpoint)
     try:
-        return torch.load(checkpoint, map_location='cpu', weights_only=True)
-    except Exception as err:
-        hint = ''
-        if 'Weights only load failed' in str(err) and not hasattr(torch.serialization, 'add_safe_globals'):
-            # no allowlist before torch 2.4: a training checkpoint's message-hub state is refused too
-            hint = (f'; torch {torch.__version__} cannot allow the training state mmengine saves in a '
-                    'checkpoint (torch >= 2.4 can): upgrade torch, or publish the checkpoint (weights '
-                    'and meta only) with tools/publish_model.py where torch >= 2.4')
-        raise InferenceSetupError(f'cannot read checkpoint {checkpoint}: '
-                                  f'{checkpoint_error_reason(err, 300)}{hint}') from err
+        return load_checkpoint_file(checkpoint)
+    except ValueError as err:
+        raise InferenceSetupError(str(err)) from err
 
 
 def checkpoint_state_dict(checkpoint: Any, checkpoint_name: str, prefix: str = '') -> Dict[str, Any]:

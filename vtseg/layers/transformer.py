@@ -85,11 +85,7 @@ class TokenFeedForward(nn.Module):
         torch.Size([2, 16, 1024])
     """
 
-    def __init__(
-            self,
-            channels: int,
-            hidden_channels: int,
-    ) -> None:
+    def __init__(self, channels: int, hidden_channels: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(channels, hidden_channels, bias=False)  # F1
         self.act = nn.ReLU(inplace=True)

@@ -16,6 +16,9 @@ a checkpoint from an unknown source stays safe to open. It changes torch's globa
 allowlist, so it is an explicit call: vtseg's tools make it before they read a
 checkpoint, and ``import vtseg`` makes it for mmseg's own tools (see :mod:`vtseg`).
 
+:func:`load_checkpoint_file` is the one place a checkpoint file is read: always with
+``weights_only=True``, whatever torch's default, and with one line for any reason it fails.
+
 :func:`publish_checkpoint` turns a training checkpoint into a release file the
 way OpenMMLab publishes models: weights and meta only, and the first 8 hex
 digits of the file's SHA-256 in its name (``NAME-1a2b3c4d.pth``), the suffix
@@ -42,8 +45,8 @@ from vtseg.utils.errors import checkpoint_error_reason, one_line
 from vtseg.utils.files import atomic_write_bytes
 
 __all__ = ['mmengine_safe_globals', 'allow_mmengine_checkpoints', 'history_buffer_getattr',
-           'PUBLISHED_KEYS', 'publish_checkpoint', 'PretrainedWeightsUnavailable', 'remote_weights',
-           'weights_url', 'weights_cache_dir', 'explain_unreachable_weights']
+           'load_checkpoint_file', 'PUBLISHED_KEYS', 'publish_checkpoint', 'PretrainedWeightsUnavailable',
+           'remote_weights', 'weights_url', 'weights_cache_dir', 'explain_unreachable_weights']
 
 # What a published checkpoint keeps: the weights, and mmengine's meta (config text,
 # dataset classes and palette, iteration, seed). Optimizer, scheduler and message-hub
@@ -85,6 +88,31 @@ def allow_mmengine_checkpoints() -> None:
         torch.serialization.add_safe_globals(mmengine_safe_globals())
 
 
+def load_checkpoint_file(path: str) -> Any:
+    """A local checkpoint file, loaded on the CPU by torch's ``weights_only`` unpickler.
+
+    ``weights_only=True`` is passed, not left to torch's default (``False`` before torch 2.6).
+    A training checkpoint (with mmengine's message-hub state) needs torch >= 2.4, whose
+    allowlist :func:`allow_mmengine_checkpoints` fills; a published one (weights and meta)
+    loads on any torch.
+
+    Raises:
+        ValueError: The file cannot be read, or holds pickled code or objects other than
+            weights (never executed). One line, with torch's reason but not its advice to
+            load the file unsafely.
+    """
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # any reason the file is unreadable is the file's problem
+        hint = ''
+        if 'Weights only load failed' in str(err) and not hasattr(torch.serialization, 'add_safe_globals'):
+            # no allowlist before torch 2.4: a training checkpoint's message-hub state is refused too
+            hint = (f'; torch {torch.__version__} cannot allow the training state mmengine saves in a '
+                    'checkpoint (torch >= 2.4 can): upgrade torch, or publish the checkpoint (weights '
+                    'and meta only) with tools/publish_model.py where torch >= 2.4')
+        raise ValueError(f'cannot read checkpoint {path}: {checkpoint_error_reason(err, 300)}{hint}') from err
+
+
 def publish_checkpoint(in_file: str, out_file: str, keys: Sequence[str] = PUBLISHED_KEYS) -> str:
     """Write the release copy of a training checkpoint as ``<out_file stem>-<sha256[:8]>.pth``.
 
@@ -112,10 +140,7 @@ def publish_checkpoint(in_file: str, out_file: str, keys: Sequence[str] = PUBLIS
         raise ValueError(f'the published file name must end in .pth, got {out_file}')
     if not osp.isfile(in_file):
         raise FileNotFoundError(f'checkpoint not found: {in_file}')
-    try:
-        checkpoint = torch.load(in_file, map_location='cpu', weights_only=True)
-    except Exception as err:  # any reason the file is unreadable is the file's problem
-        raise ValueError(f'cannot read {in_file} as a checkpoint: {checkpoint_error_reason(err, 300)}') from err
+    checkpoint = load_checkpoint_file(in_file)
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
         raise ValueError(f'{in_file} has no state_dict: pass a checkpoint that tools/train.py wrote')
     buffer = io.BytesIO()

@@ -2,6 +2,7 @@
 import argparse
 import logging
 import os
+import os.path as osp
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from mmengine.config import Config, DictAction
@@ -10,8 +11,8 @@ from mmengine.logging import MMLogger
 from vtseg.utils.dependency_warnings import show_all_warnings
 from vtseg.utils.errors import one_line
 
-__all__ = ['add_cfg_options', 'merge_cfg_options', 'add_launcher', 'export_local_rank', 'LOG_LEVELS',
-           'add_verbosity', 'apply_verbosity', 'set_log_level']
+__all__ = ['add_cfg_options', 'merge_cfg_options', 'add_launcher', 'export_local_rank', 'apply_runner_args',
+           'LOG_LEVELS', 'add_verbosity', 'apply_verbosity', 'set_log_level']
 
 # The levels --log-level offers (those of Python's logging that mmengine's MMLogger uses).
 LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR')
@@ -85,6 +86,27 @@ def export_local_rank(args: argparse.Namespace) -> None:
     """Make ``--local-rank`` visible as ``LOCAL_RANK`` (what mmengine reads) unless set."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+
+
+def apply_runner_args(cfg: Config, args: argparse.Namespace, log_level: Optional[str] = None) -> None:
+    """Put what a runner tool's command line says about the run into ``cfg`` (in place).
+
+    As mmseg's ``tools/train.py`` and ``tools/test.py``: ``--launcher``; the work dir from
+    ``--work-dir``, else the config's ``work_dir``, else ``./work_dirs/<config file name>``;
+    and ``log_level`` for the runner's logger when :func:`apply_verbosity` returned one.
+
+    Args:
+        cfg: The tool's config.
+        args: Its parsed arguments, with ``config``, ``work_dir`` and ``launcher``.
+        log_level: What :func:`apply_verbosity` returned.
+    """
+    cfg.launcher = args.launcher
+    if log_level is not None:
+        cfg.log_level = log_level
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
 
 def add_verbosity(parser: argparse.ArgumentParser, default_level: Optional[str] = None) -> None:

@@ -33,9 +33,24 @@ import torch.distributed as torch_dist
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
 
-__all__ = ['prepare_cpu_distributed', 'leave_process_group', 'finish_distributed_process', 'launcher_rank',
-           'WorkDirBusyError', 'WorkDirLock']
+from vtseg.utils.dependency_warnings import filter_known_dependency_logs
+
+__all__ = ['build_runner', 'prepare_cpu_distributed', 'leave_process_group', 'finish_distributed_process',
+           'launcher_rank', 'WorkDirBusyError', 'WorkDirLock']
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The runner mmseg's tools build for ``cfg``: the ``runner_type`` the config names, else
+    mmengine's ``Runner``, its logger rid of the dependencies' known harmless lines (unless
+    ``--verbose`` turned that off, see :func:`vtseg.utils.dependency_warnings.filter_known_dependency_logs`).
+    """
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    filter_known_dependency_logs(runner.logger)
+    return runner
+
 
 # Norm layers that synchronise statistics across processes through CUDA collectives.
 _SYNC_NORMS = ('SyncBN', 'MMSyncBN')

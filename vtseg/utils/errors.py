@@ -13,7 +13,7 @@ status 2 for bad input (as argparse), 1 for a run that failed.
 import os.path as osp
 import re
 import sys
-from typing import NoReturn, Union
+from typing import NoReturn, Optional, Union
 
 __all__ = ['one_line', 'checkpoint_error_reason', 'print_error', 'exit_with_error']
 
@@ -24,16 +24,17 @@ _REFUSED_GLOBAL = (re.compile(r'GLOBAL (\S+) was not an allowed global by defaul
                    re.compile(r'unsupported GLOBAL (\S+) whose module (\S+) is blocked'))
 
 
-def one_line(err: Union[BaseException, str], limit: int = ERROR_LINE_LIMIT) -> str:
+def one_line(err: Union[BaseException, str], limit: Optional[int] = ERROR_LINE_LIMIT) -> str:
     """An exception's message (or a text to quote) as one line of at most ``limit`` characters.
 
     Whitespace runs (newlines included) become one space, control characters are shown
-    escaped, and a longer text is cut with ``...``; the type name stands in for an empty
-    message.
+    escaped, and a text longer than ``limit`` (``None``: no limit) is cut with ``...``; the
+    type name stands in for an empty message.
     """
-    text = ' '.join(str(err)[:limit * 4].split()) or type(err).__name__
+    text = str(err) if limit is None else str(err)[:limit * 4]
+    text = ' '.join(text.split()) or type(err).__name__
     text = ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[:limit - 3] + '...'
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + '...'
 
 
 def checkpoint_error_reason(err: BaseException, limit: int = ERROR_LINE_LIMIT) -> str:
@@ -69,13 +70,15 @@ def checkpoint_error_reason(err: BaseException, limit: int = ERROR_LINE_LIMIT) -
 
 
 def print_error(tool: str, message: str) -> None:
-    """``TOOL: error: MESSAGE`` on stderr.
+    """``TOOL: error: MESSAGE`` on stderr, always one line.
 
     Args:
         tool: The tool's file (its ``__file__``) or name; its base name is printed.
-        message: What is wrong and what to do, one line (see :func:`one_line`).
+        message: What is wrong and what to do. Newlines and control characters (from a
+            dependency's exception text) are folded as :func:`one_line` folds them; the
+            message is not cut short.
     """
-    print(f'{osp.basename(tool)}: error: {message}', file=sys.stderr, flush=True)
+    print(f'{osp.basename(tool)}: error: {one_line(message, limit=None)}', file=sys.stderr, flush=True)
 
 
 def exit_with_error(tool: str, message: str, status: int = 2) -> NoReturn:
