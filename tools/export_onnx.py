@@ -25,10 +25,9 @@ import torch.nn as nn
 
 from vtseg.apis import InferenceSetupError, build_model, load_config, load_weights
 from vtseg.mm import allow_mmengine_checkpoints
+from vtseg.models import CLASSIFIERS
 from vtseg.utils.errors import exit_with_error
 from vtseg.utils.export import DEFAULT_OPSET, SegmentorLogits, export_onnx, max_abs_diff, onnx_session, run_onnx
-
-CLASSIFIERS = ('vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -73,8 +72,7 @@ def build(args: argparse.Namespace) -> Tuple[nn.Module, str, bool]:
     if args.model not in CLASSIFIERS:
         exit_with_error(__file__, f'unknown model {args.model!r}: give a segmentor config (.py) or one of '
                                   f'{", ".join(CLASSIFIERS)}')
-    import vtseg.models
-    model = getattr(vtseg.models, args.model)(num_classes=args.num_classes or 1000)
+    model = CLASSIFIERS[args.model](num_classes=args.num_classes or 1000)
     if args.checkpoint is not None:
         load_weights(model, args.checkpoint, args.model)
     return model, args.model, False

@@ -36,12 +36,10 @@ from vtseg.apis import (InferenceSetupError, build_model, checkpoint_state_dict,
                         read_checkpoint, resolve_device)
 from vtseg.mm import allow_mmengine_checkpoints
 from vtseg.mm.cli import add_cfg_options
-from vtseg.models import VTResNet, arch_settings
+from vtseg.models import CLASSIFIERS, VTResNet, arch_settings
 from vtseg.utils.errors import print_error
 from vtseg.visualization import (IMAGENET_MEAN, IMAGENET_STD, TokenFigure, classifier_inputs, draw_token_attention,
                                  segmentor_inputs, token_maps)
-
-ARCH_NAMES = ('vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101')
 
 
 class UsageError(Exception):
@@ -55,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         'config',
         help='mmseg segmentor config, VT-ResNet classifier config, or an architecture name: '
-        + ', '.join(ARCH_NAMES))
+        + ', '.join(CLASSIFIERS))
     parser.add_argument('checkpoint', nargs='?', help='checkpoint file (random weights without)')
     parser.add_argument('--out', required=True, help='PNG file to write')
     parser.add_argument('--device', default='cpu', help='device to run the model on: cpu or cuda[:N]')
@@ -156,10 +154,10 @@ def run(args: argparse.Namespace) -> TokenFigure:
     image = cv2.imread(args.img, cv2.IMREAD_COLOR)  # (H, W, 3) BGR, as mmseg loads images
     if image is None:
         raise UsageError(f'cannot read image {args.img}: not an image file OpenCV can decode')
-    is_arch = args.config in ARCH_NAMES
+    is_arch = args.config in CLASSIFIERS
     if not is_arch and not osp.isfile(args.config):
         raise UsageError(f'config {args.config} is neither a file nor an architecture name '
-                         f'({", ".join(ARCH_NAMES)})')
+                         f'({", ".join(CLASSIFIERS)})')
     if not args.out.lower().endswith('.png'):
         raise UsageError(f'--out {args.out} must name a .png file')
     if not 0 <= args.alpha <= 1:

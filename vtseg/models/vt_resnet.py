@@ -20,7 +20,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from vtseg.layers import VisualTransformer, check_vt_cfg
 
 __all__ = [
-    'VTResNet', 'arch_settings', 'vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101',
+    'VTResNet', 'arch_settings', 'vt_resnet18', 'vt_resnet34', 'vt_resnet50', 'vt_resnet101', 'CLASSIFIERS',
     'load_torchvision_resnet', 'LoadReport', 'pool_tokens',
 ]
 
@@ -252,3 +252,8 @@ def vt_resnet50(num_classes: int = 1000, **kwargs) -> VTResNet:
 def vt_resnet101(num_classes: int = 1000, **kwargs) -> VTResNet:
     """VT-ResNet-101: ResNet-101 stages 1-4 + 3 VT modules (paper: 41.5M params, 7.129 GMACs)."""
     return VTResNet(depth=101, num_classes=num_classes, **kwargs)
+
+
+# The classifiers by name, for the tools that take one (``tools/export_onnx.py vt_resnet50``).
+CLASSIFIERS: Dict[str, Callable[..., VTResNet]] = {
+    'vt_resnet18': vt_resnet18, 'vt_resnet34': vt_resnet34, 'vt_resnet50': vt_resnet50, 'vt_resnet101': vt_resnet101}

@@ -64,8 +64,9 @@ def count(spec: str, shape: Optional[Sequence[int]] = None) -> Complexity:
     Args:
         spec: An OpenMMLab config file (``.py``; mmseg, mmpretrain or mmdet, by its
             ``default_scope``; built by :func:`vtseg.apis.build_model`: no weights are
-            loaded or downloaded) or the name of a classifier in :mod:`vtseg.models` or
-            ``torchvision.models`` (``vt_resnet50``, ``resnet50``).
+            loaded or downloaded) or the name of a classifier: one of
+            :data:`vtseg.models.CLASSIFIERS` (``vt_resnet50``) or its torchvision baseline
+            (``resnet18/34/50/101``).
         shape: Input ``(H, W)``, or ``(S,)`` for a square ``S x S``; default
             :data:`DEFAULT_INPUT_SIZES` of the config's scope (mmseg 512x512).
 
@@ -86,12 +87,12 @@ def count(spec: str, shape: Optional[Sequence[int]] = None) -> Complexity:
     else:
         import torchvision
 
-        import vtseg.models
-        factory = getattr(vtseg.models, spec, None) or getattr(torchvision.models, spec, None)
-        if not callable(factory):
-            raise ValueError(f'unknown model name {spec!r}; use a config file or one of '
-                             'vt_resnet18/34/50/101, resnet18/34/50/101')
-        model, name, kind = factory(), spec, 'name'
+        from vtseg.models import CLASSIFIERS
+        baselines = {f'resnet{depth}': getattr(torchvision.models, f'resnet{depth}') for depth in (18, 34, 50, 101)}
+        classifiers = {**CLASSIFIERS, **baselines}
+        if spec not in classifiers:
+            raise ValueError(f'unknown model name {spec!r}; use a config file or one of {", ".join(classifiers)}')
+        model, name, kind = classifiers[spec](), spec, 'name'
     h, w = DEFAULT_INPUT_SIZES.get(kind, (224, 224)) if not shape else (
         tuple(shape) if len(shape) == 2 else (shape[0], shape[0]))
     x = torch.zeros(1, 3, h, w)
