@@ -105,6 +105,20 @@ def kill_loader_workers_at(monkeypatch, name_suffix: str) -> None:
     monkeypatch.setattr(folder_module, 'load_image', load)
 
 
+def press_ctrl_c_when_loading(monkeypatch, name_suffix: str) -> None:
+    """Make folder inference's decoder raise ``KeyboardInterrupt``, as Ctrl-C would, when it
+    starts on a path ending in ``name_suffix`` (in the process that decodes: run without loader
+    workers to get it in the main one)."""
+    import vtseg.apis.folder as folder_module
+    real_load = folder_module.load_image
+
+    def load(path):
+        if path.endswith(name_suffix):
+            raise KeyboardInterrupt
+        return real_load(path)
+    monkeypatch.setattr(folder_module, 'load_image', load)
+
+
 def read(path: str) -> str:
     """The text of a file of the repository (``path`` relative to its root)."""
     with open(osp.join(REPO, path), encoding='utf-8') as f:

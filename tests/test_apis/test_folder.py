@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vtseg_testing import kill_loader_workers_at
+from vtseg_testing import kill_loader_workers_at, press_ctrl_c_when_loading
 
 import vtseg.apis.folder as folder_module
 from vtseg.apis import (FolderRunner, FolderSummary, InferenceSetupError, LoaderWorkerDied, find_images, infer_folder,
@@ -197,14 +197,7 @@ def test_interrupted_run_keeps_finished_outputs_and_no_partial_files(inferencer,
     root, out = tmp_path / 'in', str(tmp_path / 'out')
     for name in ['a.png', 'b.png', 'c.png']:
         _write(root / name, 8, 8)
-    real_load = folder_module.load_image
-
-    def ctrl_c_at_c(path):
-        if path.endswith('c.png'):
-            raise KeyboardInterrupt
-        return real_load(path)
-
-    monkeypatch.setattr(folder_module, 'load_image', ctrl_c_at_c)
+    press_ctrl_c_when_loading(monkeypatch, 'c.png')
     runner = FolderRunner(inferencer)
     with pytest.raises(KeyboardInterrupt):
         runner.run(find_images(str(root), out))

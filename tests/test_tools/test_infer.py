@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from vtseg_testing import assert_says, kill_loader_workers_at, read, save_pickled_code_checkpoint, section
+from vtseg_testing import (assert_says, kill_loader_workers_at, press_ctrl_c_when_loading, read,
+                           save_pickled_code_checkpoint, section)
 
 from vtseg.apis import SegInferencer, load_image, vis_scale
 from vtseg.datasets import VTSHAPES_CLASSES, VTSHAPES_PALETTE
@@ -261,17 +262,9 @@ def test_bad_arguments_exit_2(option, message, infer_tool, capsys):
 
 
 def test_ctrl_c_reports_what_was_done(infer_tool, checkpoint, tmp_path, monkeypatch, capsys):
-    import vtseg.apis.folder as folder_module
     for name in ['a.png', 'b.png', 'c.png']:
         cv2.imwrite(str(tmp_path / name), RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    real_load = folder_module.load_image
-
-    def ctrl_c_at_b(path):
-        if path.endswith('b.png'):
-            raise KeyboardInterrupt
-        return real_load(path)
-
-    monkeypatch.setattr(folder_module, 'load_image', ctrl_c_at_b)
+    press_ctrl_c_when_loading(monkeypatch, 'b.png')
     out = tmp_path / 'out'
     # --workers 0: the patched decoder raises in this process (a real Ctrl-C with loader
     # workers: test_a_real_ctrl_c_with_loader_workers)
